@@ -1,0 +1,53 @@
+# Two commands: `make run` serves the product, `make test` runs every check.
+# Everything installs into .venv from pyproject.toml, pinned by requirements/constraints.txt.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+FLASK  := $(BIN)/flask --app intake
+PIP    := $(BIN)/pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+# pip prints harmless "Location ... is ignored" lines on this machine kind; keep the log readable.
+QUIET_PIP := 2>&1 | grep -v "is ignored" || true
+
+.PHONY: run test lint typecheck pytest setup clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-run: pyproject.toml requirements/constraints.txt | $(BIN)/python
+	$(PIP) -e . $(QUIET_PIP)
+	@$(BIN)/python -c 'import intake' && touch $@
+
+$(VENV)/.installed-test: pyproject.toml requirements/constraints.txt | $(BIN)/python
+	$(PIP) -e '.[test,dev]' $(QUIET_PIP)
+	@$(BIN)/python -c 'import intake, pytest, playwright, ruff' && touch $@ $(VENV)/.installed-run
+
+setup: $(VENV)/.installed-run
+
+## make run: set up a development instance (once) and serve it at http://$(HOST):$(PORT)
+run: $(VENV)/.installed-run
+	$(FLASK) dev init
+	@echo "Serving Intake at http://$(HOST):$(PORT)  (Ctrl-C stops it)"
+	$(FLASK) run --host $(HOST) --port $(PORT) --with-threads --no-reload
+
+## make test: lint, type-check, then the whole suite on SQLite and PostgreSQL with a real browser
+test: lint typecheck pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: treating that as a failure"; exit 1; fi; \
+	exit $$status
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-results

@@ -1,0 +1,150 @@
+"""Intake: clinical-trial interest intake for oncology.
+
+``create_app`` builds the app in a fixed order: settings → validation → keyring → extensions
+→ surfaces (blueprints) → web plumbing (headers, errors, health) → CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request
+
+from intake import web
+from intake.config import ConfigError, is_production, load_settings, production_problems
+from intake.database import configure_engine, engine_options
+from intake.extensions import babel, csrf, db, limiter, migrate
+from intake.keys import KEYRING_EXTENSION
+from intake.sealing import Keyring, private_key_files
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LANGUAGES = ("en", "es")
+
+__all__ = ["ConfigError", "create_app"]
+
+log = logging.getLogger("intake")
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    overrides = dict(test_config or {})
+    instance_path = Path(
+        overrides.pop("INSTANCE_PATH", None)
+        or os.environ.get("INTAKE_INSTANCE_PATH")
+        or PROJECT_ROOT / "instance"
+    ).resolve()
+    app = web.IntakeFlask(
+        __name__,
+        instance_path=str(instance_path),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings = load_settings(instance_path, overrides=overrides)
+    _configure_logging(settings["LOG_LEVEL"])
+    keyring = _load_keyring(settings)
+    _refuse_unsafe_production(settings, keyring)
+    app.config.update(_flask_config(settings))
+    app.extensions[KEYRING_EXTENSION] = keyring
+
+    _init_extensions(app)
+    _register_surfaces(app, settings["SURFACES"])
+    web.init_app(app)
+
+    from intake.cli import register_commands
+
+    register_commands(app)
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level.upper())
+
+
+def _load_keyring(settings: Mapping[str, Any]) -> Keyring:
+    keys_dir = Path(settings["KEYS_DIR"])
+    passphrase = settings.get("KEY_PASSPHRASE")
+    with_private = settings["SURFACES"] != "patient"
+    try:
+        return Keyring.load(
+            keys_dir,
+            with_private=with_private,
+            passphrase=passphrase.encode("utf-8") if passphrase else None,
+        )
+    except Exception as error:
+        raise ConfigError(f"INTAKE_KEYS_DIR: {error}") from error
+
+
+def _refuse_unsafe_production(settings: Mapping[str, Any], keyring: Keyring) -> None:
+    if not is_production(settings):
+        return
+    problems = production_problems(settings) + keyring.production_problems()
+    if settings["SURFACES"] == "patient":
+        problems += [
+            f"INTAKE_KEYS_DIR holds private key {path.name}; a patient-surface server must hold "
+            "public keys only"
+            for path in private_key_files(Path(settings["KEYS_DIR"]))
+        ]
+    if problems:
+        raise ConfigError("refusing to start in production:\n  - " + "\n  - ".join(problems))
+
+
+def _flask_config(settings: Mapping[str, Any]) -> dict[str, Any]:
+    production = is_production(settings)
+    secret = settings.get("SECRET_KEY")
+    if not secret:
+        log.info("no SECRET_KEY configured; using a throwaway one (run `flask dev init`)")
+        secret = "dev-ephemeral-" + secrets.token_urlsafe(32)
+    secure_cookies = bool(settings["SESSION_COOKIE_SECURE"])
+    return {
+        **settings,
+        "SECRET_KEY": secret,
+        "SQLALCHEMY_DATABASE_URI": settings["DATABASE_URL"],
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options(settings["DATABASE_URL"]),
+        "SESSION_COOKIE_NAME": "__Host-intake" if secure_cookies else "intake",
+        "SESSION_COOKIE_SECURE": secure_cookies,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "PREFERRED_URL_SCHEME": "https" if production else "http",
+        "RATELIMIT_STORAGE_URI": settings["RATELIMIT_STORAGE_URI"],
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "BABEL_DEFAULT_LOCALE": "en",
+        "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).parent / "translations"),
+    }
+
+
+def select_locale() -> str:
+    requested = request.args.get("lang")
+    if requested in LANGUAGES:
+        return requested
+    return request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0]
+
+
+def _init_extensions(app: Flask) -> None:
+    db.init_app(app)
+    with app.app_context():
+        for engine in db.engines.values():
+            configure_engine(engine)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=select_locale)
+    limiter.init_app(app)
+
+
+def _register_surfaces(app: Flask, surfaces: str) -> None:
+    if surfaces in ("all", "patient"):
+        from intake.patient.views import bp as patient_bp
+
+        app.register_blueprint(patient_bp)
+    if surfaces in ("all", "coordinator"):
+        from intake.coordinator.views import bp as coordinator_bp
+
+        app.register_blueprint(coordinator_bp)

@@ -1,0 +1,173 @@
+"""Append-only, hash-chained audit trail.
+
+Each row carries ``hash = SHA-256(prev_hash + canonical content)``, where the content includes
+the row id, so editing, deleting or reordering rows breaks the chain at a row
+:func:`verify_chain` can name. Writers lock the single ``audit_head`` row, so concurrent
+appends queue up instead of forking the chain, and :func:`record` only flushes: the caller's
+commit makes the audit row and the change it records durable together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from intake.models import AuditEvent, AuditHead, utcnow
+
+GENESIS_HASH = "0" * 64
+HEAD_ID = 1
+MAX_DETAIL_LENGTH = 200
+# Detail keys that would invite PHI into the trail; the audit trail is not sealed storage.
+FORBIDDEN_DETAIL_KEYS = frozenset(
+    {"name", "email", "phone", "birthday", "dob", "address", "postal_code", "zip", "signature", "note", "text"}
+)
+
+DetailValue = str | int | bool | None
+
+
+class AuditError(Exception):
+    """An audit row could not be written as asked."""
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    checked: int
+    broken_row: int | None = None
+    reason: str | None = None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"OK: {self.checked} audit rows, chain intact"
+        return f"BROKEN at row {self.broken_row}: {self.reason} ({self.checked} rows checked before it)"
+
+
+def canonical_content(
+    event_id: int, occurred_at: datetime, actor: str, action: str, target: str | None, details: str
+) -> str:
+    return json.dumps(
+        {
+            "id": event_id,
+            "occurred_at": occurred_at.isoformat(timespec="microseconds"),
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "details": details,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def chain_hash(prev_hash: str, content: str) -> str:
+    return hashlib.sha256((prev_hash + content).encode("utf-8")).hexdigest()
+
+
+def _event_hash(event: AuditEvent) -> str:
+    content = canonical_content(
+        event.id, event.occurred_at, event.actor, event.action, event.target, event.details
+    )
+    return chain_hash(event.prev_hash, content)
+
+
+def _serialize_details(details: Mapping[str, DetailValue] | None) -> str:
+    clean: dict[str, DetailValue] = {}
+    for key, value in (details or {}).items():
+        if key.lower() in FORBIDDEN_DETAIL_KEYS:
+            raise AuditError(f"audit detail {key!r} could hold PHI; audit ids and codes only")
+        if not isinstance(value, str | int | bool | type(None)):
+            raise AuditError(f"audit detail {key!r} must be a string, number, boolean or null")
+        if isinstance(value, str) and len(value) > MAX_DETAIL_LENGTH:
+            raise AuditError(f"audit detail {key!r} is longer than {MAX_DETAIL_LENGTH} characters")
+        clean[key] = value
+    return json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _locked_head(session: Session) -> AuditHead:
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        head = AuditHead(id=HEAD_ID, last_event_id=0, last_hash=GENESIS_HASH)
+        session.add(head)
+        session.flush()
+    return head
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    target: str | None = None,
+    details: Mapping[str, DetailValue] | None = None,
+) -> AuditEvent:
+    """Append one event in the caller's transaction. Details are ids and codes, never PHI."""
+    serialized = _serialize_details(details)
+    head = _locked_head(session)
+    event = AuditEvent(
+        id=head.last_event_id + 1,
+        occurred_at=utcnow(),
+        actor=actor,
+        action=action,
+        target=target,
+        details=serialized,
+        prev_hash=head.last_hash,
+    )
+    event.hash = _event_hash(event)
+    session.add(event)
+    head.last_event_id = event.id
+    head.last_hash = event.hash
+    session.flush()
+    return event
+
+
+def verify_chain(session: Session, batch_size: int = 2000) -> ChainReport:
+    """Walk the chain in id order and report the first row that does not fit."""
+    expected_prev = GENESIS_HASH
+    expected_id = 1
+    checked = 0
+    last_id = 0
+    while True:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch_size)
+        ).all()
+        if not rows:
+            break
+        for event in rows:
+            problem = _row_problem(event, expected_id, expected_prev)
+            if problem:
+                return ChainReport(False, checked, event.id if event.id >= expected_id else expected_id, problem)
+            expected_prev = event.hash
+            expected_id = event.id + 1
+            checked += 1
+        last_id = rows[-1].id
+        session.expunge_all()
+    return _check_tip(session, checked, expected_id - 1, expected_prev)
+
+
+def _row_problem(event: AuditEvent, expected_id: int, expected_prev: str) -> str | None:
+    if event.id != expected_id:
+        return f"row {expected_id} is missing (row {event.id} follows row {expected_id - 1})"
+    if event.prev_hash != expected_prev:
+        return "its previous-hash does not match the row before it (rows deleted or reordered)"
+    if event.hash != _event_hash(event):
+        return "its content does not match its hash (row edited)"
+    return None
+
+
+def _check_tip(session: Session, checked: int, last_id: int, last_hash: str) -> ChainReport:
+    head = session.get(AuditHead, HEAD_ID)
+    head_id = head.last_event_id if head else 0
+    head_hash = head.last_hash if head else GENESIS_HASH
+    if head_id != last_id or head_hash != last_hash:
+        missing = max(head_id, last_id + 1)
+        return ChainReport(False, checked, missing, f"the chain ends at row {last_id} but its head says row {head_id} (rows removed from the end)")
+    return ChainReport(True, checked)

@@ -1,0 +1,198 @@
+"""Command line: ``flask --app intake keys|audit|dev ...``."""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+import sys
+from pathlib import Path
+
+import click
+import flask_migrate
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import inspect
+
+from intake import audit
+from intake import keys as key_service
+from intake.config import DEV_SECRET_PREFIX, INSTANCE_CONFIG_FILE, is_production
+from intake.extensions import db
+from intake.sealing import (
+    SUITES,
+    SealingError,
+    ensure_blind_index_key,
+    generate_key,
+    retire_key_files,
+)
+
+keys_cli = AppGroup("keys", help="Manage the sealing keyring.")
+audit_cli = AppGroup("audit", help="Check the audit trail.")
+dev_cli = AppGroup("dev", help="Development helpers (refused in production).")
+
+
+def cli_actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _schema_ready() -> bool:
+    return inspect(db.engine).has_table("audit_events")
+
+
+def _audit_key_generated(key_id: str, suite: str, dev: bool) -> None:
+    if _schema_ready():
+        audit.record(
+            db.session, actor=cli_actor(), action="keys.generated", target=key_id,
+            details={"suite": suite, "dev": dev},
+        )
+        db.session.commit()
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+@keys_cli.command("generate")
+@click.option("--suite", type=click.Choice(SUITES), default=None, help="Default: INTAKE_SEALING_SUITE.")
+def keys_generate(suite: str | None) -> None:
+    """Create a key pair; it seals every new record from now on."""
+    chosen = suite or current_app.config["SEALING_SUITE"]
+    info = generate_key(key_service.keys_dir(), suite=chosen, passphrase=key_service.passphrase())
+    _audit_key_generated(info.key_id, info.suite, dev=False)
+    click.echo(f"generated {info.key_id} ({info.suite}) in {key_service.keys_dir()}")
+    if not key_service.passphrase():
+        click.echo("note: the private key is not passphrase-protected (set INTAKE_KEY_PASSPHRASE)")
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """Show every key, its state and how many rows it still protects."""
+    keyring = key_service.current_keyring()
+    usage = key_service.key_usage(db.session) if _schema_ready() else {}
+    infos = keyring.keys()
+    if not infos:
+        click.echo("no keys; run `flask --app intake keys generate`")
+        return
+    sealing = keyring.sealing_key_id if any(info.active for info in infos) else None
+    click.echo(f"{'KEY ID':<24} {'SUITE':<16} {'CREATED (UTC)':<20} {'STATE':<12} ROWS")
+    for info in infos:
+        state = "sealing" if info.key_id == sealing else ("active" if info.active else "retired")
+        if info.active and not info.has_private:
+            state += "/public"
+        created = info.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        dev = " (dev)" if info.dev else ""
+        click.echo(f"{info.key_id:<24} {info.suite:<16} {created:<20} {state:<12} {usage.get(info.key_id, 0)}{dev}")
+
+
+@keys_cli.command("rotate")
+@click.option("--new-key", is_flag=True, help="Generate a fresh key first, then move every row to it.")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
+def keys_rotate(new_key: bool, batch_size: int) -> None:
+    """Rewrap every row onto the newest key, one committed batch at a time.
+
+    Interrupted? Run it again (without --new-key): it carries on where it stopped.
+    """
+    if new_key:
+        info = generate_key(
+            key_service.keys_dir(), suite=current_app.config["SEALING_SUITE"],
+            passphrase=key_service.passphrase(),
+        )
+        _audit_key_generated(info.key_id, info.suite, dev=False)
+        click.echo(f"generated {info.key_id}")
+    keyring = key_service.reload_keyring()
+    pending = key_service.pending_rotation(db.session, keyring)
+    click.echo(f"{pending} rows to move onto {keyring.sealing_key_id}")
+    with click.progressbar(length=pending, label="rotating", file=sys.stderr) as bar:
+        moved = key_service.rotate(
+            db.session, keyring, actor=cli_actor(), batch_size=batch_size,
+            commit=db.session.commit, on_batch=bar.update,
+        )
+    click.echo(f"done: {moved} rows now sealed to {keyring.sealing_key_id}")
+
+
+@keys_cli.command("retire")
+@click.argument("key_id")
+def keys_retire(key_id: str) -> None:
+    """Destroy an old key's private half once no row needs it."""
+    keyring = key_service.current_keyring()
+    try:
+        key_service.retire(db.session, keyring, key_id, actor=cli_actor())
+    except (key_service.KeyInUse, SealingError) as error:
+        db.session.rollback()
+        raise click.ClickException(str(error)) from error
+    db.session.commit()
+    retire_key_files(key_service.keys_dir(), key_id)
+    key_service.reload_keyring()
+    click.echo(f"retired {key_id}: its private key is destroyed")
+
+
+@keys_cli.command("export-public")
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+def keys_export_public(destination: Path) -> None:
+    """Copy what a patient-surface server needs (public keys, blind-index key) to DESTINATION."""
+    source = key_service.keys_dir()
+    destination.mkdir(mode=0o700, parents=True, exist_ok=True)
+    copied = 0
+    for path in [*sorted(source.glob("*.public.json")), source / "blind-index.key"]:
+        if path.exists():
+            target = destination / path.name
+            target.write_bytes(path.read_bytes())
+            target.chmod(0o600)
+            copied += 1
+    click.echo(f"copied {copied} files to {destination} (no private key)")
+
+
+# ---------------------------------------------------------------------------- audit
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exit 1 and name the first broken row if it is not intact."""
+    report = audit.verify_chain(db.session)
+    click.echo(str(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------- dev
+
+
+@dev_cli.command("init")
+def dev_init() -> None:
+    """Set up a development instance once: secret, database schema, keyring. Safe to re-run."""
+    if is_production(current_app.config):
+        raise click.ClickException("`dev init` makes development secrets; refused in production")
+    instance = Path(current_app.instance_path)
+    click.echo("secret key: " + ("created" if _ensure_dev_secret(instance) else "kept"))
+    flask_migrate.upgrade()
+    click.echo(f"database: migrated ({db.engine.url.render_as_string(hide_password=True)})")
+    keys_dir = key_service.keys_dir()
+    keyring = key_service.current_keyring()
+    if any(info.active for info in keyring.keys()):
+        click.echo(f"keyring: kept ({keys_dir})")
+    else:
+        info = generate_key(keys_dir, suite=current_app.config["SEALING_SUITE"], dev=True,
+                            passphrase=key_service.passphrase())
+        _audit_key_generated(info.key_id, info.suite, dev=True)
+        click.echo(f"keyring: created development key {info.key_id} in {keys_dir}")
+    ensure_blind_index_key(keys_dir)
+    key_service.reload_keyring()
+
+
+def _ensure_dev_secret(instance: Path) -> bool:
+    path = instance / INSTANCE_CONFIG_FILE
+    existing = path.read_text() if path.exists() else ""
+    if any(line.strip().startswith("SECRET_KEY") for line in existing.splitlines()):
+        return False
+    line = f'SECRET_KEY = "{DEV_SECRET_PREFIX}{secrets.token_urlsafe(32)}"\n'
+    if path.exists():
+        with path.open("a") as handle:
+            handle.write(("\n" if existing and not existing.endswith("\n") else "") + line)
+    else:
+        path.touch(mode=0o600)
+        path.write_text("# Written by `flask --app intake dev init`. Development only.\n" + line)
+    path.chmod(0o600)
+    return True
+
+
+def register_commands(app: Flask) -> None:
+    for group in (keys_cli, audit_cli, dev_cli):
+        app.cli.add_command(group)

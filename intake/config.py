@@ -1,0 +1,144 @@
+"""Settings: defaults, then the instance folder's ``config.toml``, then ``INTAKE_*`` variables.
+
+Every setting is declared once in :data:`SETTINGS` with its type, default and meaning, so the
+README table, the parser and the production checks cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "INTAKE_"
+INSTANCE_CONFIG_FILE = "config.toml"
+DEV_SECRET_PREFIX = "dev-"
+MIN_SECRET_LENGTH = 32
+SURFACES = ("all", "patient", "coordinator")
+
+
+class ConfigError(RuntimeError):
+    """The configuration is unsafe or invalid; the message names the setting to fix."""
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(item for item in (part.strip() for part in raw.replace(",", " ").split()) if item)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration value: its Flask config key, parser, default and documentation."""
+
+    key: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.key
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ENV", "development", str, "`development` or `production`; production refuses unsafe settings."),
+    Setting("SECRET_KEY", None, str, "Signs sessions and CSRF tokens. Same value on every worker."),
+    Setting("DATABASE_URL", None, str, "SQLAlchemy URL. Default: SQLite file in the instance folder."),
+    Setting("SURFACES", "all", str, "`all`, `patient` (public form only) or `coordinator` (staff only)."),
+    Setting("KEYS_DIR", None, str, "Keyring folder. Default: `keys/` in the instance folder."),
+    Setting("KEY_PASSPHRASE", None, str, "Passphrase of the private key files (PKCS#8), if set."),
+    Setting("SEALING_SUITE", "mlkem768-x25519", str, "Suite of new keys: `mlkem768-x25519` or `x25519`."),
+    Setting("SESSION_COOKIE_SECURE", False, _parse_bool, "Send cookies over HTTPS only. Required in production."),
+    Setting("MAX_CONTENT_LENGTH", 64 * 1024, int, "Largest request body in bytes; larger ones get 413."),
+    Setting("RATELIMIT_STORAGE_URI", "memory://", str, "Rate-limit storage; use shared storage with several workers."),
+    Setting("ORGANIZATION_NAME", "Intake Research Site", str, "Who receives the released records."),
+    Setting("LOG_LEVEL", "INFO", str, "Python logging level."),
+)
+_BY_KEY = {setting.key: setting for setting in SETTINGS}
+
+
+def defaults() -> dict[str, Any]:
+    return {setting.key: setting.default for setting in SETTINGS}
+
+
+def read_instance_file(instance_path: Path) -> dict[str, Any]:
+    """Settings saved in the instance folder (by ``flask dev init`` or by hand)."""
+    path = instance_path / INSTANCE_CONFIG_FILE
+    if not path.exists():
+        return {}
+    with path.open("rb") as handle:
+        loaded = tomllib.load(handle)
+    unknown = sorted(set(loaded) - set(_BY_KEY))
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {', '.join(unknown)}")
+    return loaded
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.env_var)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[setting.key] = setting.parse(raw)
+        except ValueError as error:
+            raise ConfigError(f"{setting.env_var}: {error}") from error
+    return values
+
+
+def load_settings(
+    instance_path: Path,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge defaults < instance file < environment < explicit overrides (tests)."""
+    merged = defaults()
+    merged.update(read_instance_file(instance_path))
+    merged.update(read_environment(os.environ if environ is None else environ))
+    merged.update(overrides or {})
+    merged["ENV"] = str(merged["ENV"]).strip().lower()
+    if merged["ENV"] not in {"development", "production"}:
+        raise ConfigError("INTAKE_ENV: must be `development` or `production`")
+    if merged["SURFACES"] not in SURFACES:
+        raise ConfigError(f"INTAKE_SURFACES: must be one of {', '.join(SURFACES)}")
+    if not merged.get("DATABASE_URL"):
+        merged["DATABASE_URL"] = f"sqlite:///{instance_path / 'intake.sqlite3'}"
+    if not merged.get("KEYS_DIR"):
+        merged["KEYS_DIR"] = str(instance_path / "keys")
+    return merged
+
+
+def is_production(settings: Mapping[str, Any]) -> bool:
+    return bool(settings["ENV"] == "production")
+
+
+def production_problems(settings: Mapping[str, Any]) -> list[str]:
+    """Everything that makes these settings unsafe for production, each naming its setting.
+
+    Key-related checks live with the keyring (see ``sealing.Keyring.production_problems``).
+    """
+    problems: list[str] = []
+    secret = settings.get("SECRET_KEY") or ""
+    if not secret:
+        problems.append("INTAKE_SECRET_KEY is not set")
+    elif secret.startswith(DEV_SECRET_PREFIX):
+        problems.append("INTAKE_SECRET_KEY is a development secret made by `flask dev init`")
+    elif len(secret) < MIN_SECRET_LENGTH:
+        problems.append(f"INTAKE_SECRET_KEY is shorter than {MIN_SECRET_LENGTH} characters")
+    if str(settings["DATABASE_URL"]).startswith("sqlite"):
+        problems.append("INTAKE_DATABASE_URL points at SQLite; production needs PostgreSQL")
+    if settings.get("SESSION_COOKIE_SECURE") is not True:
+        problems.append("INTAKE_SESSION_COOKIE_SECURE must be true (cookies over HTTPS only)")
+    return problems

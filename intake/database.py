@@ -1,0 +1,74 @@
+"""Engine settings per database.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout, zeroes deleted content
+(``secure_delete``) so shredded rows do not linger in free pages, and begins every transaction
+with ``BEGIN IMMEDIATE``: WAL plus a timeout alone still fails read-then-write transactions under
+concurrent workers (measured in ../shared/RECIPES.md). A request that only reads may opt out with
+:func:`read_only`, which begins a deferred transaction so readers never wait for writers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+READ_ONLY_OPTION = "intake_read_only"
+
+
+def engine_options(database_url: str) -> dict[str, Any]:
+    """Engine options; ``hide_parameters`` keeps bound values out of error messages and logs."""
+    if database_url.startswith("sqlite"):
+        return {
+            "hide_parameters": True,
+            "connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        }
+    return {"hide_parameters": True, "pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+
+
+def configure_engine(engine: Engine) -> None:
+    """Install per-connection settings; a no-op for databases other than SQLite."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    database = engine.url.database
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy emit BEGIN itself
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA secure_delete=ON",
+            "PRAGMA synchronous=NORMAL",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+        if database and database != ":memory:":
+            _owner_only(Path(database))
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        deferred = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
+
+def _owner_only(path: Path) -> None:
+    """The database holds ciphertext and blind indexes: readable by its owner only."""
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if candidate.exists() and candidate.stat().st_mode & 0o077:
+            candidate.chmod(0o600)
+
+
+def read_only(session: Session) -> None:
+    """Mark the session's next transaction as read-only (SQLite: a deferred BEGIN).
+
+    Call before the first query of the transaction; writing afterwards is a bug and may fail
+    with "database is locked" under load.
+    """
+    session.connection(execution_options={READ_ONLY_OPTION: True})

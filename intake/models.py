@@ -1,0 +1,147 @@
+"""Typed SQLAlchemy 2 models.
+
+Plaintext columns are the non-identifying ones triage must query (DESIGN.md, "What stays
+plaintext"); everything that identifies a person lives in the sealed columns of
+:class:`SealedMixin`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every database (SQLite drops the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use datetime.now(UTC)")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def uuid7() -> uuid.UUID:
+    """Time-ordered UUID (RFC 9562 version 7): new rows land at the end of the index."""
+    millis = time.time_ns() // 1_000_000
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= int.from_bytes(os.urandom(10), "big") & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # variant
+    return uuid.UUID(int=value)
+
+
+class Base(DeclarativeBase):
+    registry = registry(
+        metadata=MetaData(naming_convention=NAMING_CONVENTION),
+        type_annotation_map={datetime: UTCDateTime},
+    )
+
+
+class SealedMixin:
+    """Columns of a record sealed by ``intake.sealing``; NULL after crypto-shredding."""
+
+    key_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sealed_payload: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    def seal_binding(self) -> str:
+        """What the ciphertext is bound to; a blob moved to another row will not open."""
+        return f"{getattr(self, '__tablename__')}:{getattr(self, 'id')}"
+
+
+class Submission(SealedMixin, Base):
+    """One person's expression of interest and records-release authorization."""
+
+    __tablename__ = "submissions"
+    __table_args__ = (
+        Index("ix_submissions_received", "received_at", "id"),
+        Index("ix_submissions_status_received", "status", "received_at", "id"),
+        Index("ix_submissions_cancer_received", "cancer_type", "received_at", "id"),
+        CheckConstraint(
+            "(shredded_at IS NULL) = (sealed_payload IS NOT NULL)", name="sealed_unless_shredded"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    reference: Mapped[str] = mapped_column(String(16), unique=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    cancer_type: Mapped[str] = mapped_column(String(40))
+    age_band: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(24), default="new")
+    source: Mapped[str | None] = mapped_column(String(300))
+    consent_version: Mapped[str] = mapped_column(String(40))
+    consent_language: Mapped[str] = mapped_column(String(8))
+    authorization_expires_at: Mapped[datetime]
+    email_index: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
+    email_birthday_index: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
+    shredded_at: Mapped[datetime | None]
+    row_version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": row_version}
+
+
+class AuditEvent(Base):
+    """One link of the append-only, hash-chained audit trail."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(120))
+    details: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The chain's tip, locked by each writer so concurrent appends cannot fork the chain."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_event_id: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+SEALED_MODELS: tuple[type[SealedMixin], ...] = (Submission,)

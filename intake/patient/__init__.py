@@ -1,0 +1,1 @@
+"""The public surface: what patients and their people see. It can seal, never open."""

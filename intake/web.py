@@ -1,0 +1,122 @@
+"""Web plumbing shared by both surfaces: security headers, error pages, health checks, logging.
+
+Nothing here ever writes a request body, a form value or an exception message to the log:
+exception messages can carry user input, so only the type and the stack frames are logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from intake.config import is_production
+from intake.extensions import db
+from intake.keys import current_keyring
+
+log = logging.getLogger("intake.web")
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "object-src 'none'; frame-ancestors {frame_ancestors}"
+)
+STATIC_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+}
+HSTS = "max-age=63072000; includeSubDomains"
+ERROR_MESSAGES = {
+    400: (_l("Something went wrong with that request"), _l("Please go back and try again.")),
+    403: (_l("You do not have access to this page"), _l("Sign in with an account that may see it.")),
+    404: (_l("Page not found"), _l("Check the address, or start again from the home page.")),
+    405: (_l("That action is not allowed here"), _l("Please go back and try again.")),
+    413: (_l("What you sent is too large"), _l("Please shorten it and try again.")),
+    429: (_l("Too many attempts"), _l("Please wait a few minutes, then try again.")),
+    500: (_l("Sorry, something went wrong on our side"), _l("Nothing you sent was stored. Please try again later.")),
+    503: (_l("The service is unavailable right now"), _l("Please try again in a few minutes.")),
+}
+
+
+class IntakeFlask(Flask):
+    def log_exception(self, exc_info: Any) -> None:
+        """Log the exception type and frames, never its message (it may quote user input)."""
+        exc_type, _exc, tb = exc_info if exc_info[0] else sys.exc_info()
+        frames = "".join(traceback.format_tb(tb))
+        name = exc_type.__name__ if exc_type else "Exception"
+        self.logger.error("unhandled %s on %s %s\n%s", name, request.method, request.url_rule, frames)
+
+
+def allow_framing(origins: str) -> None:
+    """Let this response be framed by ``origins`` (a CSP source list); the default is 'none'."""
+    g.frame_ancestors = origins
+
+
+def set_security_headers(response: Response) -> Response:
+    frame_ancestors = g.get("frame_ancestors", "'none'")
+    response.headers["Content-Security-Policy"] = CSP.format(frame_ancestors=frame_ancestors)
+    if frame_ancestors == "'none'":
+        response.headers["X-Frame-Options"] = "DENY"
+    for name, value in STATIC_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if is_production(current_app.config):
+        response.headers["Strict-Transport-Security"] = HSTS
+    if request.endpoint != "static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["Vary"] = "Cookie, Accept-Language"
+    return response
+
+
+def _error_page(code: int) -> tuple[str, int]:
+    title, message = ERROR_MESSAGES.get(code, ERROR_MESSAGES[400])
+    return render_template("errors/error.html", code=code, title=title, message=message), code
+
+
+def render_error(error: HTTPException) -> tuple[str, int]:
+    return _error_page(error.code or 500)
+
+
+def render_unexpected(_error: Exception) -> tuple[str, int]:
+    db.session.rollback()
+    return _error_page(500)
+
+
+def healthz() -> Response:
+    """The process is alive. Touches nothing else, so it stays cheap."""
+    return jsonify(status="ok")
+
+
+def readyz() -> tuple[Response, int]:
+    """Ready to serve: the database answers and the keyring can do this surface's job."""
+    checks = {"database": "ok", "keys": "ok"}
+    try:
+        db.session.execute(text("SELECT 1"))
+        db.session.rollback()
+    except SQLAlchemyError:
+        db.session.rollback()
+        checks["database"] = "unreachable"
+    if not current_keyring().ready:
+        checks["keys"] = "missing"
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(set_security_headers)
+    app.register_error_handler(HTTPException, render_error)
+    app.register_error_handler(Exception, render_unexpected)
+    app.add_url_rule("/healthz", "healthz", healthz)
+    app.add_url_rule("/readyz", "readyz", readyz)
+    app.jinja_env.globals["get_locale"] = get_locale
+    app.jinja_env.globals["surfaces"] = app.config["SURFACES"]
