@@ -25,7 +25,19 @@ HEAD_ID = 1
 MAX_DETAIL_LENGTH = 200
 # Detail keys that would invite PHI into the trail; the audit trail is not sealed storage.
 FORBIDDEN_DETAIL_KEYS = frozenset(
-    {"name", "email", "phone", "birthday", "dob", "address", "postal_code", "zip", "signature", "note", "text"}
+    {
+        "name",
+        "email",
+        "phone",
+        "birthday",
+        "dob",
+        "address",
+        "postal_code",
+        "zip",
+        "signature",
+        "note",
+        "text",
+    }
 )
 
 DetailValue = str | int | bool | None
@@ -45,7 +57,10 @@ class ChainReport:
     def __str__(self) -> str:
         if self.ok:
             return f"OK: {self.checked} audit rows, chain intact"
-        return f"BROKEN at row {self.broken_row}: {self.reason} ({self.checked} rows checked before it)"
+        return (
+            f"BROKEN at row {self.broken_row}: {self.reason} "
+            f"({self.checked} rows checked before it)"
+        )
 
 
 def canonical_content(
@@ -137,14 +152,18 @@ def verify_chain(session: Session, batch_size: int = 2000) -> ChainReport:
     last_id = 0
     while True:
         rows = session.scalars(
-            select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch_size)
+            select(AuditEvent)
+            .where(AuditEvent.id > last_id)
+            .order_by(AuditEvent.id)
+            .limit(batch_size)
         ).all()
         if not rows:
             break
         for event in rows:
             problem = _row_problem(event, expected_id, expected_prev)
             if problem:
-                return ChainReport(False, checked, event.id if event.id >= expected_id else expected_id, problem)
+                # A gap names the first missing row; any other break names the row itself.
+                return ChainReport(False, checked, min(event.id, expected_id), problem)
             expected_prev = event.hash
             expected_id = event.id + 1
             checked += 1
@@ -169,5 +188,11 @@ def _check_tip(session: Session, checked: int, last_id: int, last_hash: str) -> 
     head_hash = head.last_hash if head else GENESIS_HASH
     if head_id != last_id or head_hash != last_hash:
         missing = max(head_id, last_id + 1)
-        return ChainReport(False, checked, missing, f"the chain ends at row {last_id} but its head says row {head_id} (rows removed from the end)")
+        return ChainReport(
+            False,
+            checked,
+            missing,
+            f"the chain ends at row {last_id} but its head says row {head_id} "
+            "(rows removed from the end)",
+        )
     return ChainReport(True, checked)

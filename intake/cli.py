@@ -12,6 +12,7 @@ import flask_migrate
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import inspect
+from sqlalchemy.orm import Session
 
 from intake import audit
 from intake import keys as key_service
@@ -30,6 +31,11 @@ audit_cli = AppGroup("audit", help="Check the audit trail.")
 dev_cli = AppGroup("dev", help="Development helpers (refused in production).")
 
 
+def session() -> Session:
+    """The request-scoped session itself (services are typed on ``Session``)."""
+    return db.session()
+
+
 def cli_actor() -> str:
     return f"cli:{getpass.getuser()}"
 
@@ -41,7 +47,10 @@ def _schema_ready() -> bool:
 def _audit_key_generated(key_id: str, suite: str, dev: bool) -> None:
     if _schema_ready():
         audit.record(
-            db.session, actor=cli_actor(), action="keys.generated", target=key_id,
+            session(),
+            actor=cli_actor(),
+            action="keys.generated",
+            target=key_id,
             details={"suite": suite, "dev": dev},
         )
         db.session.commit()
@@ -51,7 +60,9 @@ def _audit_key_generated(key_id: str, suite: str, dev: bool) -> None:
 
 
 @keys_cli.command("generate")
-@click.option("--suite", type=click.Choice(SUITES), default=None, help="Default: INTAKE_SEALING_SUITE.")
+@click.option(
+    "--suite", type=click.Choice(SUITES), default=None, help="Default: INTAKE_SEALING_SUITE."
+)
 def keys_generate(suite: str | None) -> None:
     """Create a key pair; it seals every new record from now on."""
     chosen = suite or current_app.config["SEALING_SUITE"]
@@ -66,8 +77,8 @@ def keys_generate(suite: str | None) -> None:
 def keys_list() -> None:
     """Show every key, its state and how many rows it still protects."""
     keyring = key_service.current_keyring()
-    usage = key_service.key_usage(db.session) if _schema_ready() else {}
-    infos = keyring.keys()
+    usage = key_service.key_usage(session()) if _schema_ready() else {}
+    infos = keyring.list_keys()
     if not infos:
         click.echo("no keys; run `flask --app intake keys generate`")
         return
@@ -79,11 +90,14 @@ def keys_list() -> None:
             state += "/public"
         created = info.created_at.strftime("%Y-%m-%d %H:%M:%S")
         dev = " (dev)" if info.dev else ""
-        click.echo(f"{info.key_id:<24} {info.suite:<16} {created:<20} {state:<12} {usage.get(info.key_id, 0)}{dev}")
+        rows = usage.get(info.key_id, 0)
+        click.echo(f"{info.key_id:<24} {info.suite:<16} {created:<20} {state:<12} {rows}{dev}")
 
 
 @keys_cli.command("rotate")
-@click.option("--new-key", is_flag=True, help="Generate a fresh key first, then move every row to it.")
+@click.option(
+    "--new-key", is_flag=True, help="Generate a fresh key first, then move every row to it."
+)
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
 def keys_rotate(new_key: bool, batch_size: int) -> None:
     """Rewrap every row onto the newest key, one committed batch at a time.
@@ -92,18 +106,23 @@ def keys_rotate(new_key: bool, batch_size: int) -> None:
     """
     if new_key:
         info = generate_key(
-            key_service.keys_dir(), suite=current_app.config["SEALING_SUITE"],
+            key_service.keys_dir(),
+            suite=current_app.config["SEALING_SUITE"],
             passphrase=key_service.passphrase(),
         )
         _audit_key_generated(info.key_id, info.suite, dev=False)
         click.echo(f"generated {info.key_id}")
     keyring = key_service.reload_keyring()
-    pending = key_service.pending_rotation(db.session, keyring)
+    pending = key_service.pending_rotation(session(), keyring)
     click.echo(f"{pending} rows to move onto {keyring.sealing_key_id}")
     with click.progressbar(length=pending, label="rotating", file=sys.stderr) as bar:
         moved = key_service.rotate(
-            db.session, keyring, actor=cli_actor(), batch_size=batch_size,
-            commit=db.session.commit, on_batch=bar.update,
+            session(),
+            keyring,
+            actor=cli_actor(),
+            batch_size=batch_size,
+            commit=session().commit,
+            on_batch=bar.update,
         )
     click.echo(f"done: {moved} rows now sealed to {keyring.sealing_key_id}")
 
@@ -114,7 +133,7 @@ def keys_retire(key_id: str) -> None:
     """Destroy an old key's private half once no row needs it."""
     keyring = key_service.current_keyring()
     try:
-        key_service.retire(db.session, keyring, key_id, actor=cli_actor())
+        key_service.retire(session(), keyring, key_id, actor=cli_actor())
     except (key_service.KeyInUse, SealingError) as error:
         db.session.rollback()
         raise click.ClickException(str(error)) from error
@@ -146,7 +165,7 @@ def keys_export_public(destination: Path) -> None:
 @audit_cli.command("verify")
 def audit_verify() -> None:
     """Walk the hash chain; exit 1 and name the first broken row if it is not intact."""
-    report = audit.verify_chain(db.session)
+    report = audit.verify_chain(session())
     click.echo(str(report))
     if not report.ok:
         sys.exit(1)
@@ -166,11 +185,15 @@ def dev_init() -> None:
     click.echo(f"database: migrated ({db.engine.url.render_as_string(hide_password=True)})")
     keys_dir = key_service.keys_dir()
     keyring = key_service.current_keyring()
-    if any(info.active for info in keyring.keys()):
+    if any(info.active for info in keyring.list_keys()):
         click.echo(f"keyring: kept ({keys_dir})")
     else:
-        info = generate_key(keys_dir, suite=current_app.config["SEALING_SUITE"], dev=True,
-                            passphrase=key_service.passphrase())
+        info = generate_key(
+            keys_dir,
+            suite=current_app.config["SEALING_SUITE"],
+            dev=True,
+            passphrase=key_service.passphrase(),
+        )
         _audit_key_generated(info.key_id, info.suite, dev=True)
         click.echo(f"keyring: created development key {info.key_id} in {keys_dir}")
     ensure_blind_index_key(keys_dir)

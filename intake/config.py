@@ -15,7 +15,7 @@ from typing import Any
 
 ENV_PREFIX = "INTAKE_"
 INSTANCE_CONFIG_FILE = "config.toml"
-DEV_SECRET_PREFIX = "dev-"
+DEV_SECRET_PREFIX = "dev-"  # noqa: S105 - a marker that production refuses, not a secret
 MIN_SECRET_LENGTH = 32
 SURFACES = ("all", "patient", "coordinator")
 
@@ -52,16 +52,39 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("ENV", "development", str, "`development` or `production`; production refuses unsafe settings."),
+    Setting(
+        "ENV",
+        "development",
+        str,
+        "`development` or `production`; production refuses unsafe settings.",
+    ),
     Setting("SECRET_KEY", None, str, "Signs sessions and CSRF tokens. Same value on every worker."),
-    Setting("DATABASE_URL", None, str, "SQLAlchemy URL. Default: SQLite file in the instance folder."),
-    Setting("SURFACES", "all", str, "`all`, `patient` (public form only) or `coordinator` (staff only)."),
+    Setting(
+        "DATABASE_URL", None, str, "SQLAlchemy URL. Default: SQLite file in the instance folder."
+    ),
+    Setting(
+        "SURFACES", "all", str, "`all`, `patient` (public form only) or `coordinator` (staff only)."
+    ),
     Setting("KEYS_DIR", None, str, "Keyring folder. Default: `keys/` in the instance folder."),
     Setting("KEY_PASSPHRASE", None, str, "Passphrase of the private key files (PKCS#8), if set."),
-    Setting("SEALING_SUITE", "mlkem768-x25519", str, "Suite of new keys: `mlkem768-x25519` or `x25519`."),
-    Setting("SESSION_COOKIE_SECURE", False, _parse_bool, "Send cookies over HTTPS only. Required in production."),
-    Setting("MAX_CONTENT_LENGTH", 64 * 1024, int, "Largest request body in bytes; larger ones get 413."),
-    Setting("RATELIMIT_STORAGE_URI", "memory://", str, "Rate-limit storage; use shared storage with several workers."),
+    Setting(
+        "SEALING_SUITE", "mlkem768-x25519", str, "Suite of new keys: `mlkem768-x25519` or `x25519`."
+    ),
+    Setting(
+        "SESSION_COOKIE_SECURE",
+        False,
+        _parse_bool,
+        "Send cookies over HTTPS only. Required in production.",
+    ),
+    Setting(
+        "MAX_CONTENT_LENGTH", 64 * 1024, int, "Largest request body in bytes; larger ones get 413."
+    ),
+    Setting(
+        "RATELIMIT_STORAGE_URI",
+        "memory://",
+        str,
+        "Rate-limit storage; use shared storage with several workers.",
+    ),
     Setting("ORGANIZATION_NAME", "Intake Research Site", str, "Who receives the released records."),
     Setting("LOG_LEVEL", "INFO", str, "Python logging level."),
 )

@@ -41,7 +41,9 @@ def passphrase() -> bytes | None:
 
 def reload_keyring() -> Keyring:
     """Re-read the key folder (after generate/retire) into the running app."""
-    keyring = Keyring.load(keys_dir(), with_private=current_keyring().can_open, passphrase=passphrase())
+    keyring = Keyring.load(
+        keys_dir(), with_private=current_keyring().can_open, passphrase=passphrase()
+    )
     current_app.extensions[KEYRING_EXTENSION] = keyring
     return keyring
 
@@ -51,10 +53,13 @@ def key_usage(session: Session) -> dict[str, int]:
     usage: dict[str, int] = {}
     for model in SEALED_MODELS:
         rows = session.execute(
-            select(model.key_id, func.count()).where(model.key_id.is_not(None)).group_by(model.key_id)
+            select(model.key_id, func.count())
+            .where(model.key_id.is_not(None))
+            .group_by(model.key_id)
         ).all()
         for key_id, count in rows:
-            usage[key_id] = usage.get(key_id, 0) + count
+            if key_id is not None:
+                usage[key_id] = usage.get(key_id, 0) + count
     return usage
 
 
@@ -113,7 +118,13 @@ def rotate(
     """Rewrap every row onto the newest key, committing after each batch. Safe to re-run."""
     target = keyring.sealing_key_id
     pending = pending_rotation(session, keyring)
-    audit.record(session, actor=actor, action="keys.rotation_started", target=target, details={"pending_rows": pending})
+    audit.record(
+        session,
+        actor=actor,
+        action="keys.rotation_started",
+        target=target,
+        details={"pending_rows": pending},
+    )
     commit()
     total = 0
     while True:
@@ -123,7 +134,13 @@ def rotate(
         on_batch(result.rewrapped)
         if not result.remaining:
             break
-    audit.record(session, actor=actor, action="keys.rotation_finished", target=target, details={"rewrapped_rows": total})
+    audit.record(
+        session,
+        actor=actor,
+        action="keys.rotation_finished",
+        target=target,
+        details={"rewrapped_rows": total},
+    )
     commit()
     return total
 
@@ -134,7 +151,7 @@ def retire(session: Session, keyring: Keyring, key_id: str, *, actor: str) -> No
     The caller commits, then destroys the files with :func:`sealing.retire_key_files`, so a
     failed commit never leaves a destroyed key without its audit row.
     """
-    known = {info.key_id: info for info in keyring.keys()}
+    known = {info.key_id: info for info in keyring.list_keys()}
     if key_id not in known:
         raise KeyNotFound(f"no key {key_id!r}")
     if key_id == keyring.sealing_key_id:

@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     CheckConstraint,
@@ -83,9 +84,13 @@ class SealedMixin:
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     sealed_payload: Mapped[bytes | None] = mapped_column(LargeBinary)
 
+    if TYPE_CHECKING:  # provided by each sealed model
+        __tablename__: str
+        id: Mapped[uuid.UUID]
+
     def seal_binding(self) -> str:
         """What the ciphertext is bound to; a blob moved to another row will not open."""
-        return f"{getattr(self, '__tablename__')}:{getattr(self, 'id')}"
+        return f"{self.__tablename__}:{self.id}"
 
 
 class Submission(SealedMixin, Base):
@@ -116,7 +121,7 @@ class Submission(SealedMixin, Base):
     shredded_at: Mapped[datetime | None]
     row_version: Mapped[int] = mapped_column(Integer, default=1)
 
-    __mapper_args__ = {"version_id_col": row_version}
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012 - SQLAlchemy's own hook
 
 
 class AuditEvent(Base):

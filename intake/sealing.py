@@ -151,7 +151,11 @@ def _new_key_id(now: datetime) -> str:
 
 
 def generate_key(
-    directory: Path, *, suite: str = SUITE_HYBRID, dev: bool = False, passphrase: bytes | None = None
+    directory: Path,
+    *,
+    suite: str = SUITE_HYBRID,
+    dev: bool = False,
+    passphrase: bytes | None = None,
 ) -> KeyInfo:
     """Create a key pair in ``directory``; it becomes the newest, so it seals from now on."""
     if suite not in _SUITES:
@@ -234,11 +238,15 @@ def _load_private(path: Path, suite: str, passphrase: bytes | None) -> Any:
     text = path.read_bytes()
     pem_blocks = _pem_blocks(text)
     try:
-        keys = [serialization.load_pem_private_key(block, password=passphrase) for block in pem_blocks]
+        keys = [
+            serialization.load_pem_private_key(block, password=passphrase) for block in pem_blocks
+        ]
     except TypeError as error:  # encrypted without a passphrase, or a passphrase for a plain key
         raise KeyringError(f"{path.name}: {_passphrase_hint(passphrase)}") from error
     except ValueError as error:  # wrong passphrase or damaged file
-        raise KeyringError(f"{path.name}: cannot be decrypted (wrong INTAKE_KEY_PASSPHRASE?)") from error
+        raise KeyringError(
+            f"{path.name}: cannot be decrypted (wrong INTAKE_KEY_PASSPHRASE?)"
+        ) from error
     if suite == SUITE_HYBRID:
         pq_key = next((k for k in keys if isinstance(k, mlkem.MLKEM768PrivateKey)), None)
         ec_key = next((k for k in keys if isinstance(k, x25519.X25519PrivateKey)), None)
@@ -318,14 +326,16 @@ class Keyring:
 
     # -- facts
 
-    def keys(self) -> list[KeyInfo]:
+    def list_keys(self) -> list[KeyInfo]:
         return sorted((pair.info for pair in self._pairs.values()), key=lambda k: k.created_at)
 
     @property
     def sealing_key_id(self) -> str:
-        active = [info for info in self.keys() if info.active]
+        active = [info for info in self.list_keys() if info.active]
         if not active:
-            raise KeyNotFound("the keyring has no active key; run `flask --app intake keys generate`")
+            raise KeyNotFound(
+                "the keyring has no active key; run `flask --app intake keys generate`"
+            )
         return active[-1].key_id
 
     @property
@@ -341,7 +351,7 @@ class Keyring:
     def production_problems(self) -> list[str]:
         return [
             f"INTAKE_KEYS_DIR holds development key {info.key_id} (made by `flask dev init`)"
-            for info in self.keys()
+            for info in self.list_keys()
             if info.dev and info.active
         ]
 
@@ -362,7 +372,9 @@ class Keyring:
             raise SealedDataInvalid("sealed payload has an unknown format")
         nonce = blob.ciphertext[1 : 1 + NONCE_BYTES]
         try:
-            padded = AESGCM(data_key).decrypt(nonce, blob.ciphertext[1 + NONCE_BYTES :], _payload_aad(binding))
+            padded = AESGCM(data_key).decrypt(
+                nonce, blob.ciphertext[1 + NONCE_BYTES :], _payload_aad(binding)
+            )
         except InvalidTag as error:
             raise SealedDataInvalid("sealed payload failed authentication") from error
         return _unpad(padded)
@@ -373,11 +385,15 @@ class Keyring:
         if blob.key_id == target:
             return blob
         data_key = self._unwrap(blob, binding)
-        return replace(blob, key_id=target, wrapped_key=self._wrap(self._pairs[target], data_key, binding))
+        return replace(
+            blob, key_id=target, wrapped_key=self._wrap(self._pairs[target], data_key, binding)
+        )
 
     def _wrap(self, pair: _KeyPair, data_key: bytes, binding: str) -> bytes:
         suite = _SUITES[pair.info.suite]
-        wrapped: bytes = suite.encrypt(data_key, pair.public, info=_hpke_info(binding, pair.info.key_id))
+        wrapped: bytes = suite.encrypt(
+            data_key, pair.public, info=_hpke_info(binding, pair.info.key_id)
+        )
         return wrapped
 
     def _unwrap(self, blob: SealedBlob, binding: str) -> bytes:
@@ -390,7 +406,9 @@ class Keyring:
             raise KeyNotFound(f"key {blob.key_id!r} has no private half (retired?)")
         suite = _SUITES[pair.info.suite]
         try:
-            data_key: bytes = suite.decrypt(blob.wrapped_key, pair.private, info=_hpke_info(binding, blob.key_id))
+            data_key: bytes = suite.decrypt(
+                blob.wrapped_key, pair.private, info=_hpke_info(binding, blob.key_id)
+            )
         except (InvalidTag, ValueError) as error:
             raise SealedDataInvalid("sealed data key failed authentication") from error
         if len(data_key) != DATA_KEY_BYTES:
@@ -410,7 +428,9 @@ class Keyring:
         return self.blind_index("email", normalize_email(email))
 
     def email_birthday_index(self, email: str, birthday: date) -> bytes:
-        return self.blind_index("email+birthday", f"{normalize_email(email)}|{birthday.isoformat()}")
+        return self.blind_index(
+            "email+birthday", f"{normalize_email(email)}|{birthday.isoformat()}"
+        )
 
 
 def normalize_email(email: str) -> str:
@@ -428,7 +448,9 @@ def _read_pair(public_path: Path, with_private: bool, passphrase: bytes | None) 
         retired = record.get("retired_at")
         created_at = datetime.fromisoformat(record["created_at"])
     except (OSError, KeyError, ValueError, TypeError) as error:
-        raise KeyringError(f"{public_path.name}: unreadable key record ({type(error).__name__})") from error
+        raise KeyringError(
+            f"{public_path.name}: unreadable key record ({type(error).__name__})"
+        ) from error
     private_path = public_path.with_name(f"{key_id}{PRIVATE_SUFFIX}")
     private = None
     if with_private and private_path.exists():

@@ -78,8 +78,13 @@ def store_submission(
         if birthday:
             submission.email_birthday_index = keyring.email_birthday_index(email, birthday)
     _add_with_unique_reference(session, submission)
-    audit.record(session, actor="patient", action="submission.received", target=submission.reference,
-                 details={"cancer_type": facts.cancer_type, "key_id": blob.key_id})
+    audit.record(
+        session,
+        actor="patient",
+        action="submission.received",
+        target=submission.reference,
+        details={"cancer_type": facts.cancer_type, "key_id": blob.key_id},
+    )
     return submission
 
 
@@ -96,9 +101,15 @@ def _add_with_unique_reference(session: Session, submission: Submission) -> None
     raise RuntimeError("could not draw an unused reference code")  # 30^8 codes: never in practice
 
 
-def open_submission(session: Session, keyring: Keyring, submission: Submission, *, actor: str) -> dict[str, Any]:
+def open_submission(
+    session: Session, keyring: Keyring, submission: Submission, *, actor: str
+) -> dict[str, Any]:
     """Write the reveal's audit row, then open. The caller commits before sending anything."""
-    if submission.sealed_payload is None or submission.wrapped_key is None or submission.key_id is None:
+    if (
+        submission.sealed_payload is None
+        or submission.wrapped_key is None
+        or submission.key_id is None
+    ):
         raise SubmissionGone(submission.reference)
     audit.record(session, actor=actor, action="submission.opened", target=submission.reference)
     blob = SealedBlob(submission.key_id, submission.wrapped_key, submission.sealed_payload)
@@ -118,5 +129,10 @@ def shred_submission(session: Session, submission: Submission, *, actor: str, re
     submission.shredded_at = utcnow()
     submission.status = "withdrawn"
     session.flush()
-    audit.record(session, actor=actor, action="submission.shredded", target=submission.reference,
-                 details={"reason": reason})
+    audit.record(
+        session,
+        actor=actor,
+        action="submission.shredded",
+        target=submission.reference,
+        details={"reason": reason},
+    )

@@ -39,12 +39,18 @@ STATIC_HEADERS = {
 HSTS = "max-age=63072000; includeSubDomains"
 ERROR_MESSAGES = {
     400: (_l("Something went wrong with that request"), _l("Please go back and try again.")),
-    403: (_l("You do not have access to this page"), _l("Sign in with an account that may see it.")),
+    403: (
+        _l("You do not have access to this page"),
+        _l("Sign in with an account that may see it."),
+    ),
     404: (_l("Page not found"), _l("Check the address, or start again from the home page.")),
     405: (_l("That action is not allowed here"), _l("Please go back and try again.")),
     413: (_l("What you sent is too large"), _l("Please shorten it and try again.")),
     429: (_l("Too many attempts"), _l("Please wait a few minutes, then try again.")),
-    500: (_l("Sorry, something went wrong on our side"), _l("Nothing you sent was stored. Please try again later.")),
+    500: (
+        _l("Sorry, something went wrong on our side"),
+        _l("Nothing you sent was stored. Please try again later."),
+    ),
     503: (_l("The service is unavailable right now"), _l("Please try again in a few minutes.")),
 }
 
@@ -52,10 +58,12 @@ ERROR_MESSAGES = {
 class IntakeFlask(Flask):
     def log_exception(self, exc_info: Any) -> None:
         """Log the exception type and frames, never its message (it may quote user input)."""
-        exc_type, _exc, tb = exc_info if exc_info[0] else sys.exc_info()
+        exc_type, _exc, tb = exc_info if exc_info and exc_info[0] else sys.exc_info()
         frames = "".join(traceback.format_tb(tb))
         name = exc_type.__name__ if exc_type else "Exception"
-        self.logger.error("unhandled %s on %s %s\n%s", name, request.method, request.url_rule, frames)
+        self.logger.error(
+            "unhandled %s on %s %s\n%s", name, request.method, request.url_rule, frames
+        )
 
 
 def allow_framing(origins: str) -> None:
@@ -87,8 +95,9 @@ def render_error(error: HTTPException) -> tuple[str, int]:
     return _error_page(error.code or 500)
 
 
-def render_unexpected(_error: Exception) -> tuple[str, int]:
+def render_unexpected(error: Exception) -> tuple[str, int]:
     db.session.rollback()
+    current_app.log_exception(sys.exc_info())
     return _error_page(500)
 
 

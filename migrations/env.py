@@ -10,8 +10,11 @@ target_metadata = db.metadata
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=str(db.engine.url), target_metadata=target_metadata, literal_binds=True,
-        render_as_batch=True, compare_type=True,
+        url=str(db.engine.url),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,
+        compare_type=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,4 +1,4 @@
-"""Fixtures: apps on the migrated schema of SQLite and PostgreSQL, real keys, a live server, a browser.
+"""Fixtures: apps on the migrated schema of SQLite and PostgreSQL, real keys, live server, browser.
 
 Outside CI a missing Chromium or PostgreSQL skips those tests with one line saying how to get
 them; with ``CI=true`` the same condition fails the run, because in CI nothing may skip.
@@ -64,7 +64,17 @@ class PostgresServer:
     def pg_dump(self) -> bytes:
         pg_dump = str(self.bin_dir / "pg_dump") if self.bin_dir else "pg_dump"
         result = subprocess.run(
-            [pg_dump, "-h", self.host, "-p", str(self.port), "-U", self.user, "--no-owner", self.dbname],
+            [
+                pg_dump,
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "--no-owner",
+                self.dbname,
+            ],
             check=True,
             capture_output=True,
         )
@@ -75,7 +85,9 @@ def _postgres_bin() -> Path | None:
     root = Path("/usr/lib/postgresql")
     if not root.is_dir():
         return None
-    versions = sorted((p for p in root.iterdir() if (p / "bin" / "initdb").exists()), key=lambda p: float(p.name))
+    versions = sorted(
+        (p for p in root.iterdir() if (p / "bin" / "initdb").exists()), key=lambda p: float(p.name)
+    )
     return versions[-1] / "bin" if versions else None
 
 
@@ -99,26 +111,70 @@ def postgres() -> Iterator[PostgresServer]:
     port = free_port()
     data = base / "data"
     subprocess.run(
-        _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                      "--no-sync", "-E", "UTF8"]),
-        check=True, capture_output=True,
+        _as_postgres(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
     )
     subprocess.run(
-        _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
-                      f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
-                      "-c synchronous_commit=off -c full_page_writes=off"]),
-        check=True, capture_output=True,
+        _as_postgres(
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(base / "log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
     )
     try:
-        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                        "intake_test"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(bin_dir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "intake_test",
+            ],
+            check=True,
+            capture_output=True,
+        )
         yield PostgresServer(
             url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/intake_test",
-            bin_dir=bin_dir, host="127.0.0.1", port=port, user="postgres", dbname="intake_test",
+            bin_dir=bin_dir,
+            host="127.0.0.1",
+            port=port,
+            user="postgres",
+            dbname="intake_test",
         )
     finally:
-        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-                       check=False, capture_output=True)
+        subprocess.run(
+            _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+            check=False,
+            capture_output=True,
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -126,8 +182,14 @@ def _external_postgres(url: str) -> PostgresServer:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    return PostgresServer(url, None, parsed.host or "127.0.0.1", parsed.port or 5432,
-                          parsed.username or "postgres", parsed.database or "intake_test")
+    return PostgresServer(
+        url,
+        None,
+        parsed.host or "127.0.0.1",
+        parsed.port or 5432,
+        parsed.username or "postgres",
+        parsed.database or "intake_test",
+    )
 
 
 # ---------------------------------------------------------------------------- schema and keys
@@ -165,7 +227,9 @@ def sqlite_template(session_dir: Path, keyring_template: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def postgres_migrated(postgres: PostgresServer, session_dir: Path, keyring_template: Path) -> PostgresServer:
+def postgres_migrated(
+    postgres: PostgresServer, session_dir: Path, keyring_template: Path
+) -> PostgresServer:
     migrate(postgres.url, session_dir / "instance-pg", keyring_template)
     return postgres
 
@@ -174,8 +238,10 @@ def _reset_postgres(url: str) -> None:
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
-        connection.execute(text("INSERT INTO audit_head (id, last_event_id, last_hash) VALUES (1, 0, :h)"),
-                           {"h": "0" * 64})
+        connection.execute(
+            text("INSERT INTO audit_head (id, last_event_id, last_hash) VALUES (1, 0, :h)"),
+            {"h": "0" * 64},
+        )
     engine.dispose()
 
 
@@ -189,7 +255,10 @@ class Database:
     def raw_bytes(self) -> bytes:
         """Everything the database holds at rest: SQLite files, or a pg_dump."""
         if self.sqlite_path is not None:
-            files = [self.sqlite_path, *(self.sqlite_path.with_name(self.sqlite_path.name + s) for s in ("-wal", "-shm"))]
+            files = [
+                self.sqlite_path,
+                *(self.sqlite_path.with_name(self.sqlite_path.name + s) for s in ("-wal", "-shm")),
+            ]
             return b"".join(path.read_bytes() for path in files if path.exists())
         assert self.server is not None
         return self.server.pg_dump()
@@ -293,12 +362,21 @@ def chromium_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any], chromium_path: str) -> dict[str, Any]:
+def browser_type_launch_args(
+    browser_type_launch_args: dict[str, Any], chromium_path: str
+) -> dict[str, Any]:
     return {
         **browser_type_launch_args,
         "executable_path": chromium_path,
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
     }
 
 

@@ -81,9 +81,14 @@ def test_one_flipped_bit_is_rejected(keyring: Keyring, part: str, position: int)
     blob = keyring.seal(SECRET, binding=BINDING)
     data = bytearray(getattr(blob, part))
     data[position] ^= 0x01
-    tampered = SealedBlob(blob.key_id, *(
-        (bytes(data), blob.ciphertext) if part == "wrapped_key" else (blob.wrapped_key, bytes(data))
-    ))
+    tampered = SealedBlob(
+        blob.key_id,
+        *(
+            (bytes(data), blob.ciphertext)
+            if part == "wrapped_key"
+            else (blob.wrapped_key, bytes(data))
+        ),
+    )
     with pytest.raises(SealedDataInvalid):
         keyring.open(tampered, binding=BINDING)
 
@@ -92,7 +97,9 @@ def test_truncated_ciphertext_is_rejected(keyring: Keyring) -> None:
     blob = keyring.seal(SECRET, binding=BINDING)
     for cut in (0, 5, 13, len(blob.ciphertext) - 1):
         with pytest.raises(SealedDataInvalid):
-            keyring.open(SealedBlob(blob.key_id, blob.wrapped_key, blob.ciphertext[:cut]), binding=BINDING)
+            keyring.open(
+                SealedBlob(blob.key_id, blob.wrapped_key, blob.ciphertext[:cut]), binding=BINDING
+            )
 
 
 def test_relabelled_key_id_is_rejected(tmp_path: Path) -> None:
@@ -115,8 +122,10 @@ def test_wrong_keyring_cannot_open(tmp_path: Path) -> None:
     with pytest.raises(KeyNotFound):
         stranger.open(blob, binding=BINDING)
     # Even under the right key id, another private key fails authentication.
-    shutil.copy(next((tmp_path / "a").glob("*.public.json")),
-                tmp_path / "b" / next((tmp_path / "a").glob("*.public.json")).name)
+    shutil.copy(
+        next((tmp_path / "a").glob("*.public.json")),
+        tmp_path / "b" / next((tmp_path / "a").glob("*.public.json")).name,
+    )
     for private in (tmp_path / "b").glob("*.private.pem"):
         shutil.copy(private, tmp_path / "b" / f"{blob.key_id}.private.pem")
     impostor = Keyring.load(tmp_path / "b", with_private=True)
@@ -222,10 +231,12 @@ def test_blind_index_normalizes_and_separates_domains(keyring: Keyring) -> None:
     assert keyring.email_index("  Ana@Example.ORG ") == keyring.email_index("ana@example.org")
     assert keyring.email_index("ana@example.org") != keyring.email_index("ana2@example.org")
     birthday = date(1984, 2, 29)
-    assert keyring.email_birthday_index("ana@example.org", birthday) != keyring.email_index("ana@example.org")
-    assert keyring.email_birthday_index("ana@example.org", birthday) != keyring.email_birthday_index(
-        "ana@example.org", date(1984, 3, 1)
+    assert keyring.email_birthday_index("ana@example.org", birthday) != keyring.email_index(
+        "ana@example.org"
     )
+    assert keyring.email_birthday_index(
+        "ana@example.org", birthday
+    ) != keyring.email_birthday_index("ana@example.org", date(1984, 3, 1))
     assert len(keyring.email_index("ana@example.org")) == 32
 
 

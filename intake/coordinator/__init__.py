@@ -1,1 +1,1 @@
-"""The staff surface: triage of sealed submissions. Only deployments holding private keys serve it."""
+"""The staff surface: triage of sealed submissions. Only deployments with private keys serve it."""

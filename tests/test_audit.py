@@ -1,0 +1,210 @@
+"""The audit trail: hash-chained, append-only, and any tampering is found and named."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskCliRunner
+from sqlalchemy import Connection, select, text
+from sqlalchemy.exc import DatabaseError
+
+from intake import audit
+from intake.extensions import db
+from intake.models import AuditEvent
+
+COLUMNS = ("occurred_at", "actor", "action", "target", "details", "prev_hash", "hash")
+
+
+def _write_events(app: Flask, count: int) -> None:
+    with app.app_context():
+        for number in range(1, count + 1):
+            audit.record(
+                db.session,
+                actor="user:1",
+                action="test.event",
+                target=f"T{number}",
+                details={"n": number},
+            )
+        db.session.commit()
+
+
+def _as_schema_owner(app: Flask, change: Callable[[Connection], None]) -> None:
+    """Tamper the way an attacker with the database owner's rights would: triggers off first."""
+    with app.app_context(), db.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
+        else:
+            connection.execute(text("DROP TRIGGER audit_events_no_update"))
+            connection.execute(text("DROP TRIGGER audit_events_no_delete"))
+        change(connection)
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("ALTER TABLE audit_events ENABLE TRIGGER USER"))
+
+
+def _verify(app: Flask) -> audit.ChainReport:
+    with app.app_context():
+        return audit.verify_chain(db.session, batch_size=2)  # small batches cross batch edges
+
+
+def test_chain_links_each_row_to_the_one_before(app: Flask) -> None:
+    _write_events(app, 5)
+    with app.app_context():
+        events = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+        assert [e.id for e in events] == [1, 2, 3, 4, 5]
+        assert events[0].prev_hash == audit.GENESIS_HASH
+        for before, after in itertools.pairwise(events):
+            assert after.prev_hash == before.hash
+        assert events[0].occurred_at.tzinfo is not None
+    report = _verify(app)
+    assert report.ok and report.checked == 5
+
+
+def test_empty_chain_verifies(app: Flask) -> None:
+    assert _verify(app).ok
+
+
+def test_verify_cli_prints_ok(app: Flask, runner: FlaskCliRunner) -> None:
+    _write_events(app, 3)
+    result = runner.invoke(args=["audit", "verify"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("OK: 3 audit rows")
+
+
+def test_database_refuses_updates_and_deletes(app: Flask) -> None:
+    _write_events(app, 2)
+    with app.app_context():
+        for statement in (
+            "UPDATE audit_events SET actor = 'x' WHERE id = 1",
+            "DELETE FROM audit_events WHERE id = 2",
+        ):
+            with pytest.raises(DatabaseError, match="append-only"), db.engine.begin() as connection:
+                connection.execute(text(statement))
+    assert _verify(app).ok
+
+
+def _edit_row_3(connection: Connection) -> None:
+    connection.execute(text("UPDATE audit_events SET details = :d WHERE id = 3"), {"d": '{"n":99}'})
+
+
+def _edit_row_3_actor(connection: Connection) -> None:
+    connection.execute(text("UPDATE audit_events SET actor = 'user:2' WHERE id = 3"))
+
+
+def _delete_row_3(connection: Connection) -> None:
+    connection.execute(text("DELETE FROM audit_events WHERE id = 3"))
+
+
+def _delete_last_row(connection: Connection) -> None:
+    connection.execute(text("DELETE FROM audit_events WHERE id = 6"))
+
+
+def _swap_rows_2_and_4(connection: Connection) -> None:
+    rows = {
+        row.id: row
+        for row in connection.execute(
+            text(f"SELECT id, {', '.join(COLUMNS)} FROM audit_events WHERE id IN (2, 4)")
+        )
+    }
+    assignments = ", ".join(f"{column} = :{column}" for column in COLUMNS)
+    # Park row 2's unique hashes first so the swap does not trip the unique constraints.
+    connection.execute(text("UPDATE audit_events SET prev_hash = 'p', hash = 'h' WHERE id = 2"))
+    for target, source in ((4, 2), (2, 4)):
+        values = {column: getattr(rows[source], column) for column in COLUMNS}
+        connection.execute(
+            text(f"UPDATE audit_events SET {assignments} WHERE id = :id"), {**values, "id": target}
+        )
+
+
+def _renumber_row_3(connection: Connection) -> None:
+    connection.execute(text("UPDATE audit_events SET id = 30 WHERE id = 3"))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "broken_row", "words"),
+    [
+        (_edit_row_3, 3, "row edited"),
+        (_edit_row_3_actor, 3, "row edited"),
+        (_delete_row_3, 3, "row 3 is missing"),
+        (_delete_last_row, 6, "rows removed from the end"),
+        (_swap_rows_2_and_4, 2, "does not match"),
+        (_renumber_row_3, 3, "row 3 is missing"),
+    ],
+    ids=["edit-details", "edit-actor", "delete-middle", "delete-last", "reorder", "renumber"],
+)
+def test_tampering_is_found_and_named(
+    app: Flask,
+    runner: FlaskCliRunner,
+    tamper: Callable[[Connection], None],
+    broken_row: int,
+    words: str,
+) -> None:
+    _write_events(app, 6)
+    _as_schema_owner(app, tamper)
+    report = _verify(app)
+    assert not report.ok
+    assert report.broken_row == broken_row
+    assert words in (report.reason or "")
+    result = runner.invoke(args=["audit", "verify"])
+    assert result.exit_code == 1
+    assert f"BROKEN at row {broken_row}" in result.output
+
+
+def test_details_refuse_phi_like_keys_and_long_values(app: Flask) -> None:
+    with app.app_context():
+        for details in (
+            {"email": "a@b.c"},
+            {"Name": "x"},
+            {"reason": "x" * 201},
+            {"nested": {"a": 1}},
+        ):
+            with pytest.raises(audit.AuditError):
+                audit.record(db.session, actor="user:1", action="test.event", details=details)  # type: ignore[arg-type]
+        db.session.rollback()
+        assert db.session.scalars(select(AuditEvent)).all() == []
+
+
+def test_rolled_back_change_leaves_no_audit_row(app: Flask) -> None:
+    with app.app_context():
+        audit.record(db.session, actor="user:1", action="test.event")
+        db.session.rollback()
+        assert db.session.scalars(select(AuditEvent)).all() == []
+        audit.record(db.session, actor="user:1", action="test.event")
+        db.session.commit()
+    report = _verify(app)
+    assert report.ok and report.checked == 1
+
+
+def test_concurrent_writers_never_fork_the_chain(app: Flask) -> None:
+    writers, per_writer = 4, 15
+    errors: list[BaseException] = []
+    start = threading.Barrier(writers)
+
+    def write(worker: int) -> None:
+        try:
+            start.wait()
+            with app.app_context():
+                for number in range(per_writer):
+                    audit.record(
+                        db.session,
+                        actor=f"user:{worker}",
+                        action="test.event",
+                        details={"n": number},
+                    )
+                    db.session.commit()
+                db.session.remove()
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(worker,)) for worker in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    report = _verify(app)
+    assert report.ok, report
+    assert report.checked == writers * per_writer

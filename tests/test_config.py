@@ -1,0 +1,140 @@
+"""Settings precedence, and production refusing each unsafe setting by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from intake import ConfigError, create_app
+from intake.config import load_settings
+from intake.sealing import generate_key
+
+SAFE_SECRET = "s" * 48
+POSTGRES_URL = "postgresql+psycopg://intake@127.0.0.1:9/intake"
+
+
+@pytest.fixture
+def production(tmp_path: Path) -> dict[str, Any]:
+    """A production configuration that passes every check; each test breaks one thing."""
+    keys = tmp_path / "keys"
+    generate_key(keys)
+    return {
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "ENV": "production",
+        "SECRET_KEY": SAFE_SECRET,
+        "DATABASE_URL": POSTGRES_URL,
+        "SESSION_COOKIE_SECURE": True,
+        "KEYS_DIR": str(keys),
+    }
+
+
+def test_safe_production_settings_start(production: dict[str, Any]) -> None:
+    app = create_app(production)
+    assert app.config["SESSION_COOKIE_NAME"] == "__Host-intake"
+    assert app.config["PREFERRED_URL_SCHEME"] == "https"
+
+
+def _refusal(config: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        create_app(config)
+    return str(caught.value)
+
+
+def test_refuses_missing_secret(production: dict[str, Any]) -> None:
+    production["SECRET_KEY"] = None
+    assert "INTAKE_SECRET_KEY is not set" in _refusal(production)
+
+
+def test_refuses_dev_secret(production: dict[str, Any]) -> None:
+    production["SECRET_KEY"] = "dev-" + "x" * 40
+    assert "INTAKE_SECRET_KEY is a development secret" in _refusal(production)
+
+
+def test_refuses_short_secret(production: dict[str, Any]) -> None:
+    production["SECRET_KEY"] = "too-short"
+    assert "INTAKE_SECRET_KEY is shorter than 32" in _refusal(production)
+
+
+def test_refuses_sqlite(production: dict[str, Any]) -> None:
+    production["DATABASE_URL"] = "sqlite:////tmp/intake.sqlite3"
+    assert "INTAKE_DATABASE_URL points at SQLite" in _refusal(production)
+
+
+def test_refuses_default_database(production: dict[str, Any]) -> None:
+    del production["DATABASE_URL"]
+    assert "INTAKE_DATABASE_URL points at SQLite" in _refusal(production)
+
+
+def test_refuses_insecure_cookies(production: dict[str, Any]) -> None:
+    production["SESSION_COOKIE_SECURE"] = False
+    assert "INTAKE_SESSION_COOKIE_SECURE must be true" in _refusal(production)
+
+
+def test_refuses_dev_keys(production: dict[str, Any], tmp_path: Path) -> None:
+    dev_keys = tmp_path / "dev-keys"
+    info = generate_key(dev_keys, dev=True)
+    production["KEYS_DIR"] = str(dev_keys)
+    message = _refusal(production)
+    assert "INTAKE_KEYS_DIR holds development key" in message and info.key_id in message
+
+
+def test_refuses_private_keys_on_a_patient_server(production: dict[str, Any]) -> None:
+    production["SURFACES"] = "patient"
+    assert "a patient-surface server must hold public keys only" in _refusal(production)
+
+
+def test_all_problems_are_listed_at_once(production: dict[str, Any]) -> None:
+    production.update(SECRET_KEY=None, DATABASE_URL="sqlite:///x.db", SESSION_COOKIE_SECURE=False)
+    message = _refusal(production)
+    for setting in ("INTAKE_SECRET_KEY", "INTAKE_DATABASE_URL", "INTAKE_SESSION_COOKIE_SECURE"):
+        assert setting in message
+
+
+def test_refuses_a_keyring_it_cannot_decrypt(production: dict[str, Any], tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    generate_key(locked, passphrase=b"the right one")
+    production["KEYS_DIR"] = str(locked)
+    assert "INTAKE_KEYS_DIR" in _refusal(production)
+    production["KEY_PASSPHRASE"] = "the right one"
+    assert create_app(production).config["ENV"] == "production"
+
+
+def test_development_tolerates_what_production_refuses(tmp_path: Path) -> None:
+    app = create_app({"INSTANCE_PATH": str(tmp_path)})
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path}/intake.sqlite3"
+    assert app.config["SECRET_KEY"]
+    assert app.config["SESSION_COOKIE_NAME"] == "intake"
+
+
+def test_precedence_defaults_then_instance_file_then_environment(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(
+        'ORGANIZATION_NAME = "From file"\nLOG_LEVEL = "WARNING"\n'
+    )
+    settings = load_settings(tmp_path, environ={"INTAKE_ORGANIZATION_NAME": "From env"})
+    assert settings["ORGANIZATION_NAME"] == "From env"
+    assert settings["LOG_LEVEL"] == "WARNING"
+    assert settings["MAX_CONTENT_LENGTH"] == 64 * 1024
+
+
+@pytest.mark.parametrize(
+    ("environ", "setting"),
+    [
+        ({"INTAKE_ENV": "staging"}, "INTAKE_ENV"),
+        ({"INTAKE_SURFACES": "everything"}, "INTAKE_SURFACES"),
+        ({"INTAKE_SESSION_COOKIE_SECURE": "maybe"}, "INTAKE_SESSION_COOKIE_SECURE"),
+        ({"INTAKE_MAX_CONTENT_LENGTH": "lots"}, "INTAKE_MAX_CONTENT_LENGTH"),
+    ],
+)
+def test_bad_environment_values_name_the_setting(
+    tmp_path: Path, environ: dict[str, str], setting: str
+) -> None:
+    with pytest.raises(ConfigError, match=setting):
+        load_settings(tmp_path, environ=environ)
+
+
+def test_unknown_setting_in_instance_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('SECRET_KEYY = "typo"\n')
+    with pytest.raises(ConfigError, match="SECRET_KEYY"):
+        load_settings(tmp_path, environ={})

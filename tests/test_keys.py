@@ -1,0 +1,215 @@
+"""Key rotation, retirement and listing, through the services and the real CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskCliRunner
+from sqlalchemy import select
+
+from intake import keys as key_service
+from intake.extensions import db
+from intake.keys import current_keyring, reload_keyring
+from intake.models import AuditEvent, Submission
+from intake.sealing import generate_key
+from intake.submissions import open_submission
+from tests.conftest import TEST_SECRET, Database
+from tests.factories import make_submission
+
+
+def _seed(app: Flask, count: int) -> None:
+    with app.app_context():
+        for number in range(count):
+            make_submission(db.session, current_keyring(), f"ROT{number}")
+        db.session.commit()
+
+
+def _key_counts(app: Flask) -> dict[str, int]:
+    with app.app_context():
+        return key_service.key_usage(db.session)
+
+
+def _all_open(app: Flask) -> int:
+    with app.app_context():
+        keyring = reload_keyring()
+        rows = db.session.scalars(select(Submission)).all()
+        for row in rows:
+            assert open_submission(db.session, keyring, row, actor="test")["full_name"].startswith(
+                "NAME-ROT"
+            )
+        db.session.rollback()
+        return len(rows)
+
+
+def _actions(app: Flask) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+
+
+def test_rotation_moves_every_row_and_all_still_open(app: Flask, keys_dir: Path) -> None:
+    _seed(app, 60)
+    old_key = next(iter(_key_counts(app)))
+    new_key = generate_key(keys_dir).key_id
+    with app.app_context():
+        moved = key_service.rotate(
+            db.session, reload_keyring(), actor="test", batch_size=7, commit=db.session.commit
+        )
+    assert moved == 60
+    assert _key_counts(app) == {new_key: 60}
+    assert old_key != new_key
+    assert _all_open(app) == 60
+    assert _actions(app)[-2:] == ["keys.rotation_started", "keys.rotation_finished"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_rotation_resumes_where_it_stopped(app: Flask, keys_dir: Path) -> None:
+    _seed(app, 50)
+    new_key = generate_key(keys_dir).key_id
+    commits = 0
+
+    def crash_after_three_commits() -> None:
+        nonlocal commits
+        db.session.commit()
+        commits += 1
+        if commits == 3:  # the start record, then two batches
+            raise Interrupted
+
+    with app.app_context(), pytest.raises(Interrupted):
+        key_service.rotate(
+            db.session,
+            reload_keyring(),
+            actor="test",
+            batch_size=10,
+            commit=crash_after_three_commits,
+        )
+    counts = _key_counts(app)
+    assert counts[new_key] == 20 and sum(counts.values()) == 50
+    assert _all_open(app) == 50  # half-rotated is a safe state: every row opens
+    with app.app_context():
+        moved = key_service.rotate(
+            db.session, reload_keyring(), actor="test", batch_size=10, commit=db.session.commit
+        )
+    assert moved == 30
+    assert _key_counts(app) == {new_key: 50}
+    assert _actions(app).count("keys.rotation_started") == 2
+    assert _actions(app).count("keys.rotation_finished") == 1
+
+
+def test_rotation_killed_with_sigkill_resumes(
+    sqlite_db: Database, tmp_path: Path, keys_dir: Path
+) -> None:
+    from tests.conftest import AppFactory
+
+    factory = AppFactory(sqlite_db, tmp_path, keys_dir)
+    app = factory()
+    _seed(app, 1500)
+    env = {
+        **os.environ,
+        "INTAKE_INSTANCE_PATH": str(tmp_path / "instance"),
+        "INTAKE_DATABASE_URL": sqlite_db.url,
+        "INTAKE_KEYS_DIR": str(keys_dir),
+        "INTAKE_SECRET_KEY": TEST_SECRET,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "flask",
+        "--app",
+        "intake",
+        "keys",
+        "rotate",
+        "--new-key",
+        "--batch-size",
+        "1",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            counts = _key_counts(app)
+            if len(counts) == 2 and min(counts.values()) >= 50:
+                break  # mid-rotation: both keys protect rows
+            assert process.poll() is None, "rotation finished before it could be interrupted"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=10)
+    assert len(_key_counts(app)) == 2
+    assert _all_open(app) == 1500
+    resumed = subprocess.run(
+        [*command[:-3], "--batch-size", "200"], env=env, capture_output=True, text=True, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    counts = _key_counts(app)
+    assert len(counts) == 1 and sum(counts.values()) == 1500
+    assert _all_open(app) == 1500
+    factory.close()
+
+
+def test_cli_rotate_list_and_retire(app: Flask, runner: FlaskCliRunner, keys_dir: Path) -> None:
+    _seed(app, 12)
+    old_key = next(iter(_key_counts(app)))
+
+    listing = runner.invoke(args=["keys", "list"])
+    assert listing.exit_code == 0
+    assert old_key in listing.output and "sealing" in listing.output and " 12" in listing.output
+
+    generated = runner.invoke(args=["keys", "generate"])
+    assert generated.exit_code == 0, generated.output
+    with app.app_context():
+        reload_keyring()
+    refused = runner.invoke(args=["keys", "retire", old_key])
+    assert refused.exit_code != 0
+    assert "still protects 12 rows" in refused.output
+    assert (keys_dir / f"{old_key}.private.pem").exists()
+
+    rotated = runner.invoke(args=["keys", "rotate", "--batch-size", "5"])
+    assert rotated.exit_code == 0, rotated.output
+    assert "done: 12 rows" in rotated.output
+
+    retired = runner.invoke(args=["keys", "retire", old_key])
+    assert retired.exit_code == 0, retired.output
+    assert not (keys_dir / f"{old_key}.private.pem").exists()
+
+    listing = runner.invoke(args=["keys", "list"])
+    old_line = next(line for line in listing.output.splitlines() if line.startswith(old_key))
+    assert "retired" in old_line and old_line.rstrip().endswith("0")
+    assert _all_open(app) == 12
+    assert "keys.retired" in _actions(app)
+    assert "keys.generated" in _actions(app)
+
+
+def test_the_sealing_key_cannot_be_retired(app: Flask, runner: FlaskCliRunner) -> None:
+    with app.app_context():
+        sealing = current_keyring().sealing_key_id
+    result = runner.invoke(args=["keys", "retire", sealing])
+    assert result.exit_code != 0
+    assert "seals new records" in result.output
+
+
+def test_unknown_key_cannot_be_retired(runner: FlaskCliRunner) -> None:
+    result = runner.invoke(args=["keys", "retire", "k-nope"])
+    assert result.exit_code != 0
+    assert "no key" in result.output
+
+
+def test_export_public_copies_no_private_key(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    target = tmp_path / "public-keys"
+    result = runner.invoke(args=["keys", "export-public", str(target)])
+    assert result.exit_code == 0, result.output
+    names = sorted(path.name for path in target.iterdir())
+    assert any(name.endswith(".public.json") for name in names)
+    assert "blind-index.key" in names
+    assert not any(name.endswith(".pem") for name in names)

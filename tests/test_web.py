@@ -1,0 +1,113 @@
+"""What every response carries, health checks, and error pages that leak nothing."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.conftest import AppFactory
+
+PAGES = ["/", "/healthz", "/readyz", "/no-such-page", "/static/intake.css", "/coordinator/"]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_security_headers_on_every_response(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert "http" not in csp  # no third-party origin anywhere
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "Strict-Transport-Security" not in response.headers  # development serves plain HTTP
+
+
+def test_dynamic_pages_are_not_cached_but_static_files_are(client: FlaskClient) -> None:
+    assert client.get("/").headers["Cache-Control"] == "no-store"
+    assert "no-store" not in client.get("/static/intake.css").headers.get("Cache-Control", "")
+
+
+def test_production_sends_hsts(make_app: AppFactory, tmp_path: Path) -> None:
+    from intake.sealing import generate_key
+
+    keys = tmp_path / "prod-keys"
+    generate_key(keys)
+    app = make_app(
+        ENV="production",
+        SECRET_KEY="p" * 40,
+        DATABASE_URL="postgresql+psycopg://x@127.0.0.1:9/x",
+        SESSION_COOKIE_SECURE=True,
+        KEYS_DIR=str(keys),
+    )
+    response = app.test_client().get("/healthz", base_url="https://localhost")
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=63072000")
+
+
+def test_home_page_renders(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert '<html lang="en">' in body
+    assert "<h1>" in body and "clinical trial" in body.lower()
+
+
+def test_spanish_from_accept_language(client: FlaskClient) -> None:
+    body = client.get("/", headers={"Accept-Language": "es-MX,es;q=0.9"}).get_data(as_text=True)
+    assert '<html lang="es">' in body
+
+
+def test_healthz(client: FlaskClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json == {"status": "ok"}
+
+
+def test_readyz_when_ready(client: FlaskClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ready", "checks": {"database": "ok", "keys": "ok"}}
+
+
+def test_readyz_without_keys(make_app: AppFactory, tmp_path: Path) -> None:
+    app = make_app(KEYS_DIR=str(tmp_path / "empty"))
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["checks"] == {"database": "ok", "keys": "missing"}
+
+
+def test_readyz_with_database_unreachable(make_app: AppFactory, tmp_path: Path) -> None:
+    app = make_app(DATABASE_URL=f"sqlite:///{tmp_path}/missing-folder/db.sqlite3")
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["checks"]["database"] == "unreachable"
+
+
+def test_not_found_is_a_friendly_page(client: FlaskClient) -> None:
+    response = client.get("/nothing/here")
+    assert response.status_code == 404
+    assert "Page not found" in response.get_data(as_text=True)
+
+
+def test_unexpected_error_leaks_nothing(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    marker = "PHI-MARKER-7731 jane@example.org"
+
+    @app.get("/explode")
+    def explode() -> str:
+        raise ValueError(marker)
+
+    app.config["TESTING"] = False  # let the error handler run, as in production
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    with caplog.at_level(logging.DEBUG):
+        response = app.test_client().get("/explode")
+    assert response.status_code == 500
+    body = response.get_data(as_text=True)
+    assert "Sorry, something went wrong" in body
+    assert marker not in body and "Traceback" not in body
+    assert marker not in caplog.text
+    assert "ValueError" in caplog.text  # the log still says what failed, and where
