@@ -11,25 +11,38 @@ PORT   ?= 5000
 # pip prints harmless "Location ... is ignored" lines on this machine kind; keep the log readable.
 QUIET_PIP := 2>&1 | grep -v "is ignored" || true
 
-.PHONY: run test lint typecheck pytest setup clean
+.PHONY: run test lint typecheck pytest setup translations clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
+CATALOGS := $(wildcard intake/translations/*/LC_MESSAGES/messages.po)
+COMPILED := $(CATALOGS:.po=.mo)
+
 $(VENV)/.installed-run: pyproject.toml requirements/constraints.txt | $(BIN)/python
 	$(PIP) -e . $(QUIET_PIP)
 	@$(BIN)/python -c 'import intake' && touch $@
+
+# Compiled catalogs are build output (.gitignore'd): made from the .po files by every setup.
+%.mo: %.po $(VENV)/.installed-run
+	$(BIN)/pybabel compile -i $< -o $@ 2>&1 | grep -v "^compiling" || true
 
 $(VENV)/.installed-test: pyproject.toml requirements/constraints.txt | $(BIN)/python
 	$(PIP) -e '.[test,dev]' $(QUIET_PIP)
 	@$(BIN)/python -c 'import intake, pytest, playwright, ruff' && touch $@ $(VENV)/.installed-run
 
-setup: $(VENV)/.installed-run
+setup: $(VENV)/.installed-run $(COMPILED)
+
+## make translations: re-extract messages.pot and merge new strings into each catalog
+translations: $(VENV)/.installed-run
+	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output --project Intake \
+		-o intake/translations/messages.pot .
+	$(BIN)/pybabel update --no-location -i intake/translations/messages.pot -d intake/translations
 
 ## make run: set up a development instance (once) and serve it at http://$(HOST):$(PORT)
-run: $(VENV)/.installed-run
+run: setup
 	$(FLASK) dev init
 	@echo "Serving Intake at http://$(HOST):$(PORT)  (Ctrl-C stops it)"
 	$(FLASK) run --host $(HOST) --port $(PORT) --with-threads --no-reload
@@ -37,14 +50,14 @@ run: $(VENV)/.installed-run
 ## make test: lint, type-check, then the whole suite on SQLite and PostgreSQL with a real browser
 test: lint typecheck pytest
 
-lint: $(VENV)/.installed-test
+lint: $(VENV)/.installed-test $(COMPILED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-test
+pytest: $(VENV)/.installed-test $(COMPILED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: treating that as a failure"; exit 1; fi; \
 	exit $$status

@@ -101,7 +101,7 @@ def _flask_config(settings: Mapping[str, Any]) -> dict[str, Any]:
     production = is_production(settings)
     secret = settings.get("SECRET_KEY")
     if not secret:
-        log.info("no SECRET_KEY configured; using a throwaway one (run `flask dev init`)")
+        log.debug("no SECRET_KEY yet; using a throwaway one until `flask dev init` writes one")
         secret = "dev-ephemeral-" + secrets.token_urlsafe(32)
     secure_cookies = bool(settings["SESSION_COOKIE_SECURE"])
     return {
