@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from intake.config import is_production
+from intake.database import read_only
 from intake.extensions import db
 from intake.keys import current_keyring
 
@@ -110,6 +111,7 @@ def readyz() -> tuple[Response, int]:
     """Ready to serve: the database answers and the keyring can do this surface's job."""
     checks = {"database": "ok", "keys": "ok"}
     try:
+        read_only(db.session())  # a probe must never queue behind writers
         db.session.execute(text("SELECT 1"))
         db.session.rollback()
     except SQLAlchemyError:

@@ -9,7 +9,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import AppFactory
+from intake.extensions import db
+from tests.conftest import AppFactory, Database
 
 PAGES = ["/", "/healthz", "/readyz", "/no-such-page", "/static/intake.css", "/coordinator/"]
 
@@ -111,3 +112,20 @@ def test_unexpected_error_leaks_nothing(app: Flask, caplog: pytest.LogCaptureFix
     assert marker not in body and "Traceback" not in body
     assert marker not in caplog.text
     assert "ValueError" in caplog.text  # the log still says what failed, and where
+
+
+def test_readyz_does_not_wait_for_a_writer(sqlite_db: Database, tmp_path: Path, keys_dir: Path) -> None:
+    """SQLite writers hold BEGIN IMMEDIATE; a read-only probe must still answer at once."""
+    factory = AppFactory(sqlite_db, tmp_path, keys_dir)
+    app = factory()
+    with app.app_context():
+        writer = db.engine.connect()
+        writer.exec_driver_sql("INSERT INTO audit_head (id, last_event_id, last_hash) VALUES (2, 0, 'x')")
+        # The connection is now inside an IMMEDIATE transaction that holds the write lock.
+        try:
+            response = app.test_client().get("/readyz")
+        finally:
+            writer.rollback()
+            writer.close()
+    factory.close()
+    assert response.status_code == 200
