@@ -114,13 +114,15 @@ def test_unexpected_error_leaks_nothing(app: Flask, caplog: pytest.LogCaptureFix
     assert "ValueError" in caplog.text  # the log still says what failed, and where
 
 
-def test_readyz_does_not_wait_for_a_writer(sqlite_db: Database, tmp_path: Path, keys_dir: Path) -> None:
+def test_readyz_does_not_wait_for_a_writer(
+    sqlite_db: Database, tmp_path: Path, keys_dir: Path
+) -> None:
     """SQLite writers hold BEGIN IMMEDIATE; a read-only probe must still answer at once."""
     factory = AppFactory(sqlite_db, tmp_path, keys_dir)
     app = factory()
     with app.app_context():
         writer = db.engine.connect()
-        writer.exec_driver_sql("INSERT INTO audit_head (id, last_event_id, last_hash) VALUES (2, 0, 'x')")
+        writer.exec_driver_sql("INSERT INTO audit_head VALUES (2, 0, 'x')")
         # The connection is now inside an IMMEDIATE transaction that holds the write lock.
         try:
             response = app.test_client().get("/readyz")
