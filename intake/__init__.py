@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from intake import web
 from intake.config import ConfigError, is_production, load_settings, production_problems
 from intake.database import configure_engine, engine_options
 from intake.extensions import babel, csrf, db, limiter, migrate
-from intake.keys import KEYRING_EXTENSION
-from intake.sealing import Keyring, private_key_files
+from intake.keys import KEYRING_EXTENSION, KeyringSource
+from intake.sealing import Keyring, SealingError, private_key_files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LANGUAGES = ("en", "es")
@@ -46,10 +47,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings = load_settings(instance_path, overrides=overrides)
     _configure_logging(settings["LOG_LEVEL"])
-    keyring = _load_keyring(settings)
-    _refuse_unsafe_production(settings, keyring)
+    keyring_source = _load_keyring(settings)
+    _refuse_unsafe_production(app, settings, keyring_source.get())
     app.config.update(_flask_config(settings))
-    app.extensions[KEYRING_EXTENSION] = keyring
+    app.extensions[KEYRING_EXTENSION] = keyring_source
+    if settings["TRUSTED_PROXIES"]:
+        hops = settings["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
     _init_extensions(app)
     _register_surfaces(app, settings["SURFACES"])
@@ -69,30 +73,39 @@ def _configure_logging(level: str) -> None:
     log.setLevel(level.upper())
 
 
-def _load_keyring(settings: Mapping[str, Any]) -> Keyring:
-    keys_dir = Path(settings["KEYS_DIR"])
+def _load_keyring(settings: Mapping[str, Any]) -> KeyringSource:
+    """The patient surface never reads a private key file, even where one is present."""
     passphrase = settings.get("KEY_PASSPHRASE")
-    with_private = settings["SURFACES"] != "patient"
     try:
-        return Keyring.load(
-            keys_dir,
-            with_private=with_private,
+        return KeyringSource(
+            Path(settings["KEYS_DIR"]),
+            with_private=settings["SURFACES"] != "patient",
             passphrase=passphrase.encode("utf-8") if passphrase else None,
         )
-    except Exception as error:
+    except SealingError as error:
         raise ConfigError(f"INTAKE_KEYS_DIR: {error}") from error
 
 
-def _refuse_unsafe_production(settings: Mapping[str, Any], keyring: Keyring) -> None:
+def _refuse_unsafe_production(app: Flask, settings: Mapping[str, Any], keyring: Keyring) -> None:
     if not is_production(settings):
         return
+    keys_dir = Path(settings["KEYS_DIR"])
     problems = production_problems(settings) + keyring.production_problems()
+    problems += [
+        f"INTAKE_KEYS_DIR: {path.name} is readable by group or others (chmod 600)"
+        for path in private_key_files(keys_dir)
+        if path.stat().st_mode & 0o077
+    ]
     if settings["SURFACES"] == "patient":
         problems += [
             f"INTAKE_KEYS_DIR holds private key {path.name}; a patient-surface server must hold "
             "public keys only"
-            for path in private_key_files(Path(settings["KEYS_DIR"]))
+            for path in private_key_files(keys_dir)
         ]
+    if app.debug:
+        problems.append("FLASK_DEBUG is on; the debugger would show request data on errors")
+    if settings["RATELIMIT_STORAGE_URI"].startswith("memory://"):
+        log.warning("INTAKE_RATELIMIT_STORAGE_URI is memory://: each worker counts on its own")
     if problems:
         raise ConfigError("refusing to start in production:\n  - " + "\n  - ".join(problems))
 
@@ -105,7 +118,7 @@ def _flask_config(settings: Mapping[str, Any]) -> dict[str, Any]:
         secret = "dev-ephemeral-" + secrets.token_urlsafe(32)
     secure_cookies = bool(settings["SESSION_COOKIE_SECURE"])
     return {
-        **settings,
+        **{key: value for key, value in settings.items() if key != "KEY_PASSPHRASE"},
         "SECRET_KEY": secret,
         "SQLALCHEMY_DATABASE_URI": settings["DATABASE_URL"],
         "SQLALCHEMY_ENGINE_OPTIONS": engine_options(settings["DATABASE_URL"]),

@@ -53,10 +53,13 @@ class ChainReport:
     checked: int
     broken_row: int | None = None
     reason: str | None = None
+    head_hash: str | None = None
 
     def __str__(self) -> str:
         if self.ok:
-            return f"OK: {self.checked} audit rows, chain intact"
+            # Record the head hash somewhere else (a ticket, a log host): it anchors the chain,
+            # so even someone able to rewrite the whole table cannot do it unnoticed.
+            return f"OK: {self.checked} audit rows, chain intact, head {self.head_hash}"
         return (
             f"BROKEN at row {self.broken_row}: {self.reason} "
             f"({self.checked} rows checked before it)"
@@ -183,16 +186,20 @@ def _row_problem(event: AuditEvent, expected_id: int, expected_prev: str) -> str
 
 
 def _check_tip(session: Session, checked: int, last_id: int, last_hash: str) -> ChainReport:
+    """The head row records the chain's end, so rows cut from or added past the end show."""
     head = session.get(AuditHead, HEAD_ID)
     head_id = head.last_event_id if head else 0
     head_hash = head.last_hash if head else GENESIS_HASH
-    if head_id != last_id or head_hash != last_hash:
-        missing = max(head_id, last_id + 1)
-        return ChainReport(
-            False,
-            checked,
-            missing,
-            f"the chain ends at row {last_id} but its head says row {head_id} "
-            "(rows removed from the end)",
+    if head_id > last_id:
+        reason = (
+            f"rows removed from the end (the chain stops at row {last_id}, its head at {head_id})"
         )
-    return ChainReport(True, checked)
+        return ChainReport(False, checked, last_id + 1, reason)
+    if head_id < last_id:
+        reason = f"rows added past the chain's head (row {head_id}) without going through it"
+        return ChainReport(False, checked, head_id + 1, reason)
+    if head_hash != last_hash:
+        return ChainReport(
+            False, checked, last_id, "the last row differs from the head's record of it"
+        )
+    return ChainReport(True, checked, head_hash=last_hash)

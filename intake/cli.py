@@ -22,6 +22,7 @@ from intake.sealing import (
     SUITES,
     SealingError,
     ensure_blind_index_key,
+    export_public_keys,
     generate_key,
     retire_key_files,
 )
@@ -124,7 +125,12 @@ def keys_rotate(new_key: bool, batch_size: int) -> None:
             commit=session().commit,
             on_batch=bar.update,
         )
-    click.echo(f"done: {moved} rows now sealed to {keyring.sealing_key_id}")
+    click.echo(f"done: {moved} rows moved to {keyring.sealing_key_id}")
+    remaining = key_service.pending_rotation(session(), keyring)
+    if remaining:
+        click.echo(
+            f"{remaining} rows were sealed to an older key meanwhile; run `keys rotate` again"
+        )
 
 
 @keys_cli.command("retire")
@@ -147,16 +153,8 @@ def keys_retire(key_id: str) -> None:
 @click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
 def keys_export_public(destination: Path) -> None:
     """Copy what a patient-surface server needs (public keys, blind-index key) to DESTINATION."""
-    source = key_service.keys_dir()
-    destination.mkdir(mode=0o700, parents=True, exist_ok=True)
-    copied = 0
-    for path in [*sorted(source.glob("*.public.json")), source / "blind-index.key"]:
-        if path.exists():
-            target = destination / path.name
-            target.write_bytes(path.read_bytes())
-            target.chmod(0o600)
-            copied += 1
-    click.echo(f"copied {copied} files to {destination} (no private key)")
+    copied = export_public_keys(key_service.keys_dir(), destination)
+    click.echo(f"copied {len(copied)} files to {destination} (no private key)")
 
 
 # ---------------------------------------------------------------------------- audit

@@ -17,6 +17,7 @@ ENV_PREFIX = "INTAKE_"
 INSTANCE_CONFIG_FILE = "config.toml"
 DEV_SECRET_PREFIX = "dev-"  # noqa: S105 - a marker that production refuses, not a secret
 MIN_SECRET_LENGTH = 32
+MIN_PASSPHRASE_LENGTH = 24
 SURFACES = ("all", "patient", "coordinator")
 
 
@@ -33,8 +34,11 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(f"expected true or false, got {raw!r}")
 
 
-def _parse_list(raw: str) -> tuple[str, ...]:
-    return tuple(item for item in (part.strip() for part in raw.replace(",", " ").split()) if item)
+def _parse_log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return level
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Rate-limit storage; use shared storage with several workers.",
     ),
     Setting("ORGANIZATION_NAME", "Intake Research Site", str, "Who receives the released records."),
-    Setting("LOG_LEVEL", "INFO", str, "Python logging level."),
+    Setting("LOG_LEVEL", "INFO", _parse_log_level, "Python logging level."),
+    Setting(
+        "TRUSTED_PROXIES",
+        0,
+        int,
+        "How many reverse proxies in front set X-Forwarded-For/-Proto/-Host (0: trust none).",
+    ),
 )
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 
@@ -105,7 +115,19 @@ def read_instance_file(instance_path: Path) -> dict[str, Any]:
     unknown = sorted(set(loaded) - set(_BY_KEY))
     if unknown:
         raise ConfigError(f"{path}: unknown settings {', '.join(unknown)}")
-    return loaded
+    return {key: _typed(_BY_KEY[key], value, f"{path}: {key}") for key, value in loaded.items()}
+
+
+def _typed(setting: Setting, value: Any, where: str) -> Any:
+    """Run every value through its setting's parser, whether it came as text or as TOML."""
+    if value is None:
+        return None
+    if isinstance(value, str) or setting.parse is not str:
+        try:
+            return setting.parse(str(value).lower() if isinstance(value, bool) else str(value))
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from error
+    return value
 
 
 def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -114,10 +136,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(setting.env_var)
         if raw is None or raw == "":
             continue
-        try:
-            values[setting.key] = setting.parse(raw)
-        except ValueError as error:
-            raise ConfigError(f"{setting.env_var}: {error}") from error
+        values[setting.key] = _typed(setting, raw, setting.env_var)
     return values
 
 
@@ -164,4 +183,11 @@ def production_problems(settings: Mapping[str, Any]) -> list[str]:
         problems.append("INTAKE_DATABASE_URL points at SQLite; production needs PostgreSQL")
     if settings.get("SESSION_COOKIE_SECURE") is not True:
         problems.append("INTAKE_SESSION_COOKIE_SECURE must be true (cookies over HTTPS only)")
+    passphrase = settings.get("KEY_PASSPHRASE")
+    if passphrase and len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        # PKCS#8 files use PBKDF2 with few rounds: the passphrase itself must carry the strength.
+        problems.append(
+            f"INTAKE_KEY_PASSPHRASE is shorter than {MIN_PASSPHRASE_LENGTH} characters; "
+            "use a generated one"
+        )
     return problems

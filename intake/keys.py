@@ -6,6 +6,9 @@ batch at a time, which is what makes an interrupted rotation resume where it sto
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,36 +19,93 @@ from sqlalchemy.orm import Session
 
 from intake import audit
 from intake.models import SEALED_MODELS, SealedMixin
-from intake.sealing import KeyNotFound, Keyring, SealedBlob
+from intake.sealing import KeyNotFound, Keyring, SealedBlob, SealingError
 
 KEYRING_EXTENSION = "intake.keyring"
+log = logging.getLogger("intake.keys")
 
 
 class KeyInUse(Exception):
     """The key still protects rows (or is the one sealing new rows) and cannot be retired."""
 
 
+class KeyringSource:
+    """The app's keyring, re-read whenever the key folder changes.
+
+    Every worker sees a new key as soon as it lands in the folder (``keys generate``, a copied
+    public key on a patient server), without a restart, so no worker goes on sealing to a key
+    that is about to be retired. A folder that fails to load (say, half copied) leaves the last
+    good keyring in place. The passphrase lives here, not in ``app.config``.
+    """
+
+    def __init__(self, directory: Path, *, with_private: bool, passphrase: bytes | None) -> None:
+        self.directory = directory
+        self.with_private = with_private
+        self.passphrase = passphrase
+        self._lock = threading.Lock()
+        self._stamp = self._folder_stamp()
+        self._keyring = self._load()
+
+    def _folder_stamp(self) -> tuple[tuple[str, int, int], ...]:
+        """Names, sizes and times of the folder's files: a few stat calls, no reads.
+
+        Not the folder's own mtime alone: its clock ticks too coarsely to see two quick changes.
+        """
+        try:
+            with os.scandir(self.directory) as entries:
+                return tuple(
+                    sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries)
+                )
+        except FileNotFoundError:
+            return ()
+
+    def _load(self) -> Keyring:
+        return Keyring.load(
+            self.directory, with_private=self.with_private, passphrase=self.passphrase
+        )
+
+    def get(self) -> Keyring:
+        stamp = self._folder_stamp()
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    try:
+                        self._keyring = self._load()
+                        self._stamp = stamp
+                    except SealingError as error:
+                        log.warning(
+                            "key folder changed but did not load (%s); keeping the last keyring",
+                            type(error).__name__,
+                        )
+        return self._keyring
+
+    def reload(self) -> Keyring:
+        with self._lock:
+            self._stamp = self._folder_stamp()
+            self._keyring = self._load()
+        return self._keyring
+
+
+def _source() -> KeyringSource:
+    source: KeyringSource = current_app.extensions[KEYRING_EXTENSION]
+    return source
+
+
 def current_keyring() -> Keyring:
-    keyring: Keyring = current_app.extensions[KEYRING_EXTENSION]
-    return keyring
+    return _source().get()
 
 
 def keys_dir() -> Path:
-    return Path(current_app.config["KEYS_DIR"])
+    return _source().directory
 
 
 def passphrase() -> bytes | None:
-    value = current_app.config.get("KEY_PASSPHRASE")
-    return value.encode("utf-8") if value else None
+    return _source().passphrase
 
 
 def reload_keyring() -> Keyring:
-    """Re-read the key folder (after generate/retire) into the running app."""
-    keyring = Keyring.load(
-        keys_dir(), with_private=current_keyring().can_open, passphrase=passphrase()
-    )
-    current_app.extensions[KEYRING_EXTENSION] = keyring
-    return keyring
+    """Re-read the key folder now (the CLI, right after it changed the folder)."""
+    return _source().reload()
 
 
 def key_usage(session: Session) -> dict[str, int]:
@@ -96,7 +156,7 @@ def _rewrap_model(
         .where(model.key_id.is_not(None), model.key_id != target)
         .order_by(model.key_id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update()  # wait for a row someone is editing; skipping it would leave it behind
     ).all()
     for row in rows:
         assert row.key_id and row.wrapped_key and row.sealed_payload  # guaranteed by the query
@@ -139,7 +199,7 @@ def rotate(
         actor=actor,
         action="keys.rotation_finished",
         target=target,
-        details={"rewrapped_rows": total},
+        details={"rewrapped_rows": total, "remaining_rows": pending_rotation(session, keyring)},
     )
     commit()
     return total
@@ -154,6 +214,8 @@ def retire(session: Session, keyring: Keyring, key_id: str, *, actor: str) -> No
     known = {info.key_id: info for info in keyring.list_keys()}
     if key_id not in known:
         raise KeyNotFound(f"no key {key_id!r}")
+    if not known[key_id].active:
+        raise KeyNotFound(f"{key_id} is already retired")
     if key_id == keyring.sealing_key_id:
         raise KeyInUse(f"{key_id} is the newest key and seals new records; generate another first")
     in_use = key_usage(session).get(key_id, 0)

@@ -466,6 +466,18 @@ def _read_pair(public_path: Path, with_private: bool, passphrase: bytes | None) 
     return _KeyPair(info, public, private)
 
 
+def export_public_keys(source: Path, destination: Path) -> list[str]:
+    """Copy what a patient-surface server needs, and nothing private, to ``destination``."""
+    destination.mkdir(mode=0o700, parents=True, exist_ok=True)
+    destination.chmod(0o700)
+    copied: list[str] = []
+    for path in [*sorted(source.glob(f"*{PUBLIC_SUFFIX}")), source / BLIND_INDEX_FILE]:
+        if path.exists():
+            _replace_secret_file(destination / path.name, path.read_bytes())
+            copied.append(path.name)
+    return copied
+
+
 def private_key_files(directory: Path) -> list[Path]:
     """Private key files present in ``directory`` (a public deployment must have none)."""
     return sorted(directory.glob(f"*{PRIVATE_SUFFIX}")) if directory.is_dir() else []

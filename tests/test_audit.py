@@ -71,16 +71,22 @@ def test_verify_cli_prints_ok(app: Flask, runner: FlaskCliRunner) -> None:
     _write_events(app, 3)
     result = runner.invoke(args=["audit", "verify"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("OK: 3 audit rows")
+    assert result.output.startswith("OK: 3 audit rows, chain intact, head ")
+    with app.app_context():
+        head = db.session.scalars(select(AuditEvent.hash).order_by(AuditEvent.id.desc())).first()
+    assert result.output.strip().endswith(str(head))
 
 
 def test_database_refuses_updates_and_deletes(app: Flask) -> None:
     _write_events(app, 2)
     with app.app_context():
-        for statement in (
+        statements = [
             "UPDATE audit_events SET actor = 'x' WHERE id = 1",
             "DELETE FROM audit_events WHERE id = 2",
-        ):
+        ]
+        if db.engine.dialect.name == "postgresql":
+            statements.append("TRUNCATE audit_events")  # SQLite has no TRUNCATE; DELETE is above
+        for statement in statements:
             with pytest.raises(DatabaseError, match="append-only"), db.engine.begin() as connection:
                 connection.execute(text(statement))
     assert _verify(app).ok
@@ -123,6 +129,42 @@ def _renumber_row_3(connection: Connection) -> None:
     connection.execute(text("UPDATE audit_events SET id = 30 WHERE id = 3"))
 
 
+def _delete_everything(connection: Connection) -> None:
+    connection.execute(text("DELETE FROM audit_events"))
+
+
+def _rehash_row(connection: Connection, row_id: int, prev_hash: str, details: str) -> str:
+    table = AuditEvent.__table__
+    row = connection.execute(select(table).where(table.c.id == 6)).one()  # typed: aware datetime
+    content = audit.canonical_content(
+        row_id, row.occurred_at, row.actor, row.action, row.target, details
+    )
+    return audit.chain_hash(prev_hash, content)
+
+
+def _rewrite_last_row_with_a_valid_hash(connection: Connection) -> None:
+    prev = connection.execute(text("SELECT prev_hash FROM audit_events WHERE id = 6")).scalar_one()
+    new_hash = _rehash_row(connection, 6, prev, '{"n":600}')
+    connection.execute(
+        text("UPDATE audit_events SET details = :d, hash = :h WHERE id = 6"),
+        {"d": '{"n":600}', "h": new_hash},
+    )
+
+
+def _append_past_the_head(connection: Connection) -> None:
+    prev = connection.execute(text("SELECT hash FROM audit_events WHERE id = 6")).scalar_one()
+    forged = _rehash_row(connection, 7, prev, '{"n":7}')
+    connection.execute(
+        text(
+            "INSERT INTO audit_events"
+            " (id, occurred_at, actor, action, target, details, prev_hash, hash)"
+            " SELECT 7, occurred_at, actor, action, target, :d, :p, :h"
+            " FROM audit_events WHERE id = 6"
+        ),
+        {"d": '{"n":7}', "p": prev, "h": forged},
+    )
+
+
 @pytest.mark.parametrize(
     ("tamper", "broken_row", "words"),
     [
@@ -132,8 +174,21 @@ def _renumber_row_3(connection: Connection) -> None:
         (_delete_last_row, 6, "rows removed from the end"),
         (_swap_rows_2_and_4, 2, "does not match"),
         (_renumber_row_3, 3, "row 3 is missing"),
+        (_delete_everything, 1, "rows removed from the end"),
+        (_rewrite_last_row_with_a_valid_hash, 6, "last row differs"),
+        (_append_past_the_head, 7, "rows added past"),
     ],
-    ids=["edit-details", "edit-actor", "delete-middle", "delete-last", "reorder", "renumber"],
+    ids=[
+        "edit-details",
+        "edit-actor",
+        "delete-middle",
+        "delete-last",
+        "reorder",
+        "renumber",
+        "delete-all",
+        "rewrite-last",
+        "forged-append",
+    ],
 )
 def test_tampering_is_found_and_named(
     app: Flask,

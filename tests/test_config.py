@@ -92,13 +92,36 @@ def test_all_problems_are_listed_at_once(production: dict[str, Any]) -> None:
         assert setting in message
 
 
+PASSPHRASE = "kJ3vQ9-generated-passphrase-Zr7"
+
+
 def test_refuses_a_keyring_it_cannot_decrypt(production: dict[str, Any], tmp_path: Path) -> None:
     locked = tmp_path / "locked"
-    generate_key(locked, passphrase=b"the right one")
+    generate_key(locked, passphrase=PASSPHRASE.encode())
     production["KEYS_DIR"] = str(locked)
     assert "INTAKE_KEYS_DIR" in _refusal(production)
-    production["KEY_PASSPHRASE"] = "the right one"
-    assert create_app(production).config["ENV"] == "production"
+    production["KEY_PASSPHRASE"] = PASSPHRASE
+    app = create_app(production)
+    assert app.config["ENV"] == "production"
+    assert "KEY_PASSPHRASE" not in app.config  # templates can read config; the passphrase stays out
+
+
+def test_refuses_a_short_passphrase(production: dict[str, Any], tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    generate_key(locked, passphrase=b"hunter2")
+    production.update(KEYS_DIR=str(locked), KEY_PASSPHRASE="hunter2")
+    assert "INTAKE_KEY_PASSPHRASE is shorter than 24" in _refusal(production)
+
+
+def test_refuses_private_keys_readable_by_others(production: dict[str, Any]) -> None:
+    for private in Path(production["KEYS_DIR"]).glob("*.private.pem"):
+        private.chmod(0o644)
+    assert "is readable by group or others" in _refusal(production)
+
+
+def test_refuses_debug_mode(production: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    assert "FLASK_DEBUG is on" in _refusal(production)
 
 
 def test_development_tolerates_what_production_refuses(tmp_path: Path) -> None:
@@ -125,6 +148,8 @@ def test_precedence_defaults_then_instance_file_then_environment(tmp_path: Path)
         ({"INTAKE_SURFACES": "everything"}, "INTAKE_SURFACES"),
         ({"INTAKE_SESSION_COOKIE_SECURE": "maybe"}, "INTAKE_SESSION_COOKIE_SECURE"),
         ({"INTAKE_MAX_CONTENT_LENGTH": "lots"}, "INTAKE_MAX_CONTENT_LENGTH"),
+        ({"INTAKE_LOG_LEVEL": "chatty"}, "INTAKE_LOG_LEVEL"),
+        ({"INTAKE_TRUSTED_PROXIES": "one"}, "INTAKE_TRUSTED_PROXIES"),
     ],
 )
 def test_bad_environment_values_name_the_setting(
@@ -132,6 +157,29 @@ def test_bad_environment_values_name_the_setting(
 ) -> None:
     with pytest.raises(ConfigError, match=setting):
         load_settings(tmp_path, environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "expected"),
+    [
+        ('SESSION_COOKIE_SECURE = "false"', "SESSION_COOKIE_SECURE", False),
+        ("SESSION_COOKIE_SECURE = true", "SESSION_COOKIE_SECURE", True),
+        ('MAX_CONTENT_LENGTH = "2048"', "MAX_CONTENT_LENGTH", 2048),
+        ('LOG_LEVEL = "debug"', "LOG_LEVEL", "DEBUG"),
+    ],
+)
+def test_instance_file_values_are_typed(
+    tmp_path: Path, line: str, key: str, expected: object
+) -> None:
+    (tmp_path / "config.toml").write_text(line + "\n")
+    assert load_settings(tmp_path, environ={})[key] == expected
+
+
+@pytest.mark.parametrize("line", ['LOG_LEVEL = "loud"', 'SESSION_COOKIE_SECURE = "perhaps"'])
+def test_bad_instance_file_values_name_the_setting(tmp_path: Path, line: str) -> None:
+    (tmp_path / "config.toml").write_text(line + "\n")
+    with pytest.raises(ConfigError, match=line.split()[0]):
+        load_settings(tmp_path, environ={})
 
 
 def test_unknown_setting_in_instance_file_is_refused(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import select
 
 from intake import keys as key_service
+from intake.database import read_only
 from intake.extensions import db
 from intake.keys import current_keyring, reload_keyring
 from intake.models import AuditEvent, Submission
@@ -33,6 +35,7 @@ def _seed(app: Flask, count: int) -> None:
 
 def _key_counts(app: Flask) -> dict[str, int]:
     with app.app_context():
+        read_only(db.session())  # never queue behind the rotation's write lock on SQLite
         return key_service.key_usage(db.session)
 
 
@@ -66,6 +69,11 @@ def test_rotation_moves_every_row_and_all_still_open(app: Flask, keys_dir: Path)
     assert old_key != new_key
     assert _all_open(app) == 60
     assert _actions(app)[-2:] == ["keys.rotation_started", "keys.rotation_finished"]
+    with app.app_context():
+        finished = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+        assert finished is not None
+        assert finished.details == '{"remaining_rows":0,"rewrapped_rows":60}'
+        assert finished.target == new_key
 
 
 class Interrupted(Exception):
@@ -139,7 +147,11 @@ def test_rotation_killed_with_sigkill_resumes(
             counts = _key_counts(app)
             if len(counts) == 2 and min(counts.values()) >= 50:
                 break  # mid-rotation: both keys protect rows
-            assert process.poll() is None, "rotation finished before it could be interrupted"
+            if process.poll() is not None:
+                _out, err = process.communicate()
+                pytest.fail(
+                    f"rotation ended before it could be interrupted: {err.decode()[-2000:]}"
+                )
             time.sleep(0.01)
         process.send_signal(signal.SIGKILL)
     finally:
@@ -207,9 +219,43 @@ def test_export_public_copies_no_private_key(
     app: Flask, runner: FlaskCliRunner, tmp_path: Path
 ) -> None:
     target = tmp_path / "public-keys"
+    target.mkdir(mode=0o755)
     result = runner.invoke(args=["keys", "export-public", str(target)])
     assert result.exit_code == 0, result.output
     names = sorted(path.name for path in target.iterdir())
     assert any(name.endswith(".public.json") for name in names)
     assert "blind-index.key" in names
     assert not any(name.endswith(".pem") for name in names)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in target.iterdir())
+    again = runner.invoke(args=["keys", "export-public", str(target)])  # refreshes in place
+    assert again.exit_code == 0, again.output
+
+
+def test_running_app_picks_up_a_new_key_without_restart(app: Flask, keys_dir: Path) -> None:
+    with app.app_context():
+        before = current_keyring().sealing_key_id
+        newer = generate_key(keys_dir).key_id  # as `keys generate` on the same folder would
+        assert current_keyring().sealing_key_id == newer != before
+
+
+def test_a_half_written_key_folder_keeps_the_last_good_keyring(app: Flask, keys_dir: Path) -> None:
+    with app.app_context():
+        before = current_keyring().sealing_key_id
+        (keys_dir / "k99999999999999-broken.public.json").write_text("{")
+        assert current_keyring().sealing_key_id == before
+        (keys_dir / "k99999999999999-broken.public.json").unlink()
+        assert current_keyring().ready
+
+
+def test_a_retired_key_cannot_be_retired_twice(
+    app: Flask, runner: FlaskCliRunner, keys_dir: Path
+) -> None:
+    with app.app_context():
+        old = current_keyring().sealing_key_id
+    generate_key(keys_dir)
+    assert runner.invoke(args=["keys", "retire", old]).exit_code == 0
+    again = runner.invoke(args=["keys", "retire", old])
+    assert again.exit_code != 0
+    assert "already retired" in again.output
+    assert _actions(app).count("keys.retired") == 1

@@ -131,3 +131,20 @@ def test_readyz_does_not_wait_for_a_writer(
             writer.close()
     factory.close()
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [(0, "127.0.0.1"), (1, "203.0.113.9")])
+def test_client_address_behind_trusted_proxies(
+    make_app: AppFactory, trusted: int, expected: str
+) -> None:
+    """Rate limits key on the client address: only trusted proxies may set it."""
+    app = make_app(TRUSTED_PROXIES=trusted)
+
+    @app.get("/whoami")
+    def whoami() -> str:
+        from flask import request
+
+        return str(request.remote_addr)
+
+    response = app.test_client().get("/whoami", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert response.get_data(as_text=True) == expected

@@ -27,6 +27,8 @@ POSTGRES_TRIGGERS = [
        BEGIN RAISE EXCEPTION 'audit_events is append-only'; END $$""",
     """CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
        FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()""",
+    """CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
+       FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()""",
 ]
 
 
