@@ -1,6 +1,9 @@
 # Two commands: `make run` serves the product, `make test` runs every check.
 # Everything installs into .venv from pyproject.toml, pinned by requirements/constraints.txt.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +12,8 @@ PIP    := $(BIN)/pip install --quiet --disable-pip-version-check -c requirements
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 # pip prints harmless "Location ... is ignored" lines on this machine kind; keep the log readable.
-QUIET_PIP := 2>&1 | grep -v "is ignored" || true
+# With pipefail, a failing pip still fails the recipe.
+QUIET_PIP := 2>&1 | { grep -v "is ignored" || true; }
 
 .PHONY: run test lint typecheck pytest setup translations clean
 
@@ -27,11 +31,12 @@ $(VENV)/.installed-run: pyproject.toml requirements/constraints.txt | $(BIN)/pyt
 
 # Compiled catalogs are build output (.gitignore'd): made from the .po files by every setup.
 %.mo: %.po $(VENV)/.installed-run
-	$(BIN)/pybabel compile -i $< -o $@ 2>&1 | grep -v "^compiling" || true
+	$(BIN)/pybabel compile -i $< -o $@ 2>&1 | { grep -v "^compiling" || true; }
 
 $(VENV)/.installed-test: pyproject.toml requirements/constraints.txt | $(BIN)/python
 	$(PIP) -e '.[test,dev]' $(QUIET_PIP)
-	@$(BIN)/python -c 'import intake, pytest, playwright, ruff' && touch $@ $(VENV)/.installed-run
+	@$(BIN)/python -c 'import intake, pytest, playwright, axe_playwright_python, hypothesis, psycopg, mypy' \
+		&& touch $@ $(VENV)/.installed-run
 
 setup: $(VENV)/.installed-run $(COMPILED)
 
@@ -58,7 +63,7 @@ typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 pytest: $(VENV)/.installed-test $(COMPILED)
-	$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: treating that as a failure"; exit 1; fi; \
 	exit $$status
 

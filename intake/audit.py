@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from intake.database import read_only
 from intake.models import AuditEvent, AuditHead, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -26,6 +28,10 @@ MAX_DETAIL_LENGTH = 200
 # Detail keys that would invite PHI into the trail; the audit trail is not sealed storage.
 FORBIDDEN_DETAIL_KEYS = frozenset(
     {
+        "full_name",
+        "free_text",
+        "first_name",
+        "last_name",
         "name",
         "email",
         "phone",
@@ -41,6 +47,9 @@ FORBIDDEN_DETAIL_KEYS = frozenset(
 )
 
 DetailValue = str | int | bool | None
+# Detail strings are codes and ids (key ids, cancer-type codes, reasons like "withdrawn"): no
+# spaces and no "@", so a name, an email or a sentence of free text cannot slip in.
+DETAIL_TEXT = re.compile(r"[A-Za-z0-9_.:/+=-]*")
 
 
 class AuditError(Exception):
@@ -104,11 +113,19 @@ def _serialize_details(details: Mapping[str, DetailValue] | None) -> str:
             raise AuditError(f"audit detail {key!r} must be a string, number, boolean or null")
         if isinstance(value, str) and len(value) > MAX_DETAIL_LENGTH:
             raise AuditError(f"audit detail {key!r} is longer than {MAX_DETAIL_LENGTH} characters")
+        if isinstance(value, str) and not DETAIL_TEXT.fullmatch(value):
+            raise AuditError(f"audit detail {key!r} must be a code or id, not free text")
         clean[key] = value
     return json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _locked_head(session: Session) -> AuditHead:
+def lock_head(session: Session) -> AuditHead:
+    """Take the chain's lock for this transaction.
+
+    Lock order, everywhere: a ``sealing_keys`` row, then the audit head, then submission rows.
+    A service that will change a row and audit it takes the head first, so two such
+    transactions can never wait on each other in a cycle.
+    """
     head = session.execute(
         select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
     ).scalar_one_or_none()
@@ -129,7 +146,7 @@ def record(
 ) -> AuditEvent:
     """Append one event in the caller's transaction. Details are ids and codes, never PHI."""
     serialized = _serialize_details(details)
-    head = _locked_head(session)
+    head = lock_head(session)
     event = AuditEvent(
         id=head.last_event_id + 1,
         occurred_at=utcnow(),
@@ -148,7 +165,16 @@ def record(
 
 
 def verify_chain(session: Session, batch_size: int = 2000) -> ChainReport:
-    """Walk the chain in id order and report the first row that does not fit."""
+    """Walk the chain in id order and report the first row that does not fit.
+
+    The walk and the head are read in one snapshot, so writers appending meanwhile can neither
+    make an intact chain look broken nor wait for the walk (SQLite: a deferred read).
+    """
+    if not session.in_transaction():
+        if session.get_bind().dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        else:
+            read_only(session)
     expected_prev = GENESIS_HASH
     expected_id = 1
     checked = 0

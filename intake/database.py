@@ -72,3 +72,22 @@ def read_only(session: Session) -> None:
     with "database is locked" under load.
     """
     session.connection(execution_options={READ_ONLY_OPTION: True})
+
+
+def checkpoint(session: Session) -> None:
+    """SQLite: move the write-ahead log into the database file and empty it.
+
+    With ``secure_delete`` on, this is what finally overwrites a shredded record's old pages;
+    until then the log still holds them. Run it after the commit; other databases ignore it.
+    """
+    engine = session.get_bind()
+    if not isinstance(engine, Engine) or engine.dialect.name != "sqlite":
+        return
+    # A raw connection is in autocommit mode here: a checkpoint cannot run inside a transaction.
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.close()
+    finally:
+        raw.close()

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from intake import audit
-from intake.models import SEALED_MODELS, SealedMixin
+from intake.models import SEALED_MODELS, SealedMixin, SealingKey, utcnow
 from intake.sealing import KeyNotFound, Keyring, SealedBlob, SealingError
 
 KEYRING_EXTENSION = "intake.keyring"
@@ -27,6 +28,37 @@ log = logging.getLogger("intake.keys")
 
 class KeyInUse(Exception):
     """The key still protects rows (or is the one sealing new rows) and cannot be retired."""
+
+
+class KeyRetired(SealingError):
+    """This host's newest key was retired: it must get the new public key before sealing again."""
+
+
+def claim_for_sealing(session: Session, key_id: str) -> None:
+    """Check, under a shared lock held to commit, that ``key_id`` may still seal.
+
+    ``retire`` takes the same row exclusively, so a retirement and a seal to that key can
+    never both commit: either the seal lands first and the retirement sees its row, or the
+    retirement lands first and the seal is refused.
+    """
+    row = _lock_key_row(session, key_id, exclusive=False)
+    if row.retired_at is not None:
+        raise KeyRetired(f"{key_id} is retired; this host needs the newest public key")
+
+
+def _lock_key_row(session: Session, key_id: str, *, exclusive: bool) -> SealingKey:
+    query = (
+        select(SealingKey).where(SealingKey.key_id == key_id).with_for_update(read=not exclusive)
+    )
+    row = session.scalars(query).one_or_none()
+    if row is None:
+        try:
+            with session.begin_nested():
+                session.add(SealingKey(key_id=key_id))
+        except IntegrityError:
+            pass  # another transaction registered it first
+        row = session.scalars(query.execution_options(populate_existing=True)).one()
+    return row
 
 
 class KeyringSource:
@@ -138,6 +170,7 @@ class BatchResult:
 def rewrap_batch(session: Session, keyring: Keyring, batch_size: int) -> BatchResult:
     """Move up to ``batch_size`` rows onto the newest key. Flushes; the caller commits."""
     target = keyring.sealing_key_id
+    claim_for_sealing(session, target)
     budget = batch_size
     for model in SEALED_MODELS:
         if budget == 0:
@@ -218,6 +251,10 @@ def retire(session: Session, keyring: Keyring, key_id: str, *, actor: str) -> No
         raise KeyNotFound(f"{key_id} is already retired")
     if key_id == keyring.sealing_key_id:
         raise KeyInUse(f"{key_id} is the newest key and seals new records; generate another first")
+    # Retire in the database first: this waits for every seal to that key still in flight,
+    # and refuses every later one. Only then is the count of rows needing it final.
+    _lock_key_row(session, key_id, exclusive=True).retired_at = utcnow()
+    session.flush()
     in_use = key_usage(session).get(key_id, 0)
     if in_use:
         raise KeyInUse(f"{key_id} still protects {in_use} rows; run `keys rotate` first")

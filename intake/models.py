@@ -90,6 +90,8 @@ class SealedMixin:
 
     def seal_binding(self) -> str:
         """What the ciphertext is bound to; a blob moved to another row will not open."""
+        if self.id is None:
+            raise ValueError("set the row's id before sealing: the ciphertext is bound to it")
         return f"{self.__tablename__}:{self.id}"
 
 
@@ -147,6 +149,20 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_event_id: Mapped[int] = mapped_column(Integer)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class SealingKey(Base):
+    """A key id's right to seal, shared by every deployment through the database.
+
+    Key files live on each host; this row is what lets ``keys retire`` stop every host, even
+    one whose folder still holds the old key, from sealing a record nobody could open.
+    """
+
+    __tablename__ = "sealing_keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_used_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]
 
 
 SEALED_MODELS: tuple[type[SealedMixin], ...] = (Submission,)

@@ -234,28 +234,38 @@ def _load_public(record: dict[str, Any]) -> Any:
     return ec_public
 
 
-def _load_private(path: Path, suite: str, passphrase: bytes | None) -> Any:
-    text = path.read_bytes()
-    pem_blocks = _pem_blocks(text)
+def _load_private(path: Path, record: dict[str, Any], passphrase: bytes | None) -> Any:
+    """Read a private key file and prove it belongs to its public record.
+
+    A mismatched pair (say, after restoring the wrong backup) would seal records nobody can
+    open, so it is refused here rather than discovered later.
+    """
     try:
+        pem_blocks = _pem_blocks(path.read_bytes())
         keys = [
             serialization.load_pem_private_key(block, password=passphrase) for block in pem_blocks
         ]
     except TypeError as error:  # encrypted without a passphrase, or a passphrase for a plain key
         raise KeyringError(f"{path.name}: {_passphrase_hint(passphrase)}") from error
-    except ValueError as error:  # wrong passphrase or damaged file
+    except (ValueError, OSError) as error:  # wrong passphrase, damaged or half-copied file
         raise KeyringError(
-            f"{path.name}: cannot be decrypted (wrong INTAKE_KEY_PASSPHRASE?)"
+            f"{path.name}: cannot be read or decrypted (damaged, or wrong INTAKE_KEY_PASSPHRASE?)"
         ) from error
-    if suite == SUITE_HYBRID:
-        pq_key = next((k for k in keys if isinstance(k, mlkem.MLKEM768PrivateKey)), None)
-        ec_key = next((k for k in keys if isinstance(k, x25519.X25519PrivateKey)), None)
-        if pq_key is None or ec_key is None:
-            raise KeyringError(f"{path.name}: expected an ML-KEM-768 and an X25519 key")
+    ec_key = next((k for k in keys if isinstance(k, x25519.X25519PrivateKey)), None)
+    pq_key = next((k for k in keys if isinstance(k, mlkem.MLKEM768PrivateKey)), None)
+    expected = {"x25519": 1, "mlkem768": 1 if record["suite"] == SUITE_HYBRID else 0}
+    found = {"x25519": sum(k is ec_key for k in keys), "mlkem768": sum(k is pq_key for k in keys)}
+    if ec_key is None or found != expected or len(keys) != sum(expected.values()):
+        raise KeyringError(f"{path.name}: does not hold the keys of suite {record['suite']}")
+    halves: dict[str, Any] = {"x25519": ec_key}
+    if pq_key is not None:
+        halves["mlkem768"] = pq_key
+    for name, key in halves.items():
+        if _b64(key.public_key().public_bytes_raw()) != record["public_key"].get(name):
+            raise KeyringError(f"{path.name}: does not match {record['key_id']}{PUBLIC_SUFFIX}")
+    if pq_key is not None:
         return hpke.MLKEM768X25519PrivateKey(pq_key, ec_key)
-    if len(keys) != 1 or not isinstance(keys[0], x25519.X25519PrivateKey):
-        raise KeyringError(f"{path.name}: expected one X25519 key")
-    return keys[0]
+    return ec_key
 
 
 def _passphrase_hint(passphrase: bytes | None) -> str:
@@ -269,12 +279,15 @@ def _pem_blocks(data: bytes) -> list[bytes]:
     remaining = data
     while b"-----BEGIN " in remaining:
         start = remaining.index(b"-----BEGIN ")
-        end_marker = remaining.index(b"-----END ", start)
-        end = remaining.index(b"-----", end_marker + len(b"-----END ")) + len(b"-----")
+        end_marker = remaining.find(b"-----END ", start)
+        end = remaining.find(b"-----", end_marker + len(b"-----END ")) if end_marker >= 0 else -1
+        if end < 0:
+            raise ValueError("unterminated PEM block")
+        end += len(b"-----")
         blocks.append(remaining[start:end] + b"\n")
         remaining = remaining[end:]
     if not blocks:
-        raise KeyringError("private key file holds no PEM block")
+        raise ValueError("no PEM block")
     return blocks
 
 
@@ -287,6 +300,8 @@ def _pad(plaintext: bytes) -> bytes:
 
 
 def _unpad(padded: bytes) -> bytes:
+    if len(padded) < 4:
+        raise SealedDataInvalid("sealed payload is too short")
     (length,) = struct.unpack(">I", padded[:4])
     if length > len(padded) - 4:
         raise SealedDataInvalid("sealed payload has an impossible length")
@@ -298,7 +313,7 @@ def _hpke_info(binding: str, key_id: str) -> bytes:
 
 
 def _payload_aad(binding: str) -> bytes:
-    return f"{FORMAT}|payload|{binding}".encode()
+    return f"{FORMAT}|payload|v{PAYLOAD_VERSION}|{binding}".encode()
 
 
 class Keyring:
@@ -320,9 +335,7 @@ class Keyring:
         if directory.is_dir():
             for public_path in sorted(directory.glob(f"*{PUBLIC_SUFFIX}")):
                 pairs.append(_read_pair(public_path, with_private, passphrase))
-        blind_path = directory / BLIND_INDEX_FILE
-        blind_key = _unb64(blind_path.read_text().strip()) if blind_path.exists() else None
-        return cls(pairs, blind_key, can_open=with_private)
+        return cls(pairs, _read_blind_index_key(directory), can_open=with_private)
 
     # -- facts
 
@@ -437,6 +450,19 @@ def normalize_email(email: str) -> str:
     return unicodedata.normalize("NFC", email).strip().casefold()
 
 
+def _read_blind_index_key(directory: Path) -> bytes | None:
+    path = directory / BLIND_INDEX_FILE
+    if not path.exists():
+        return None
+    try:
+        key = _unb64(path.read_text().strip())
+    except (OSError, ValueError) as error:
+        raise KeyringError(f"{BLIND_INDEX_FILE}: unreadable ({type(error).__name__})") from error
+    if len(key) != 32:
+        raise KeyringError(f"{BLIND_INDEX_FILE}: expected 32 bytes, found {len(key)}")
+    return key
+
+
 def _read_pair(public_path: Path, with_private: bool, passphrase: bytes | None) -> _KeyPair:
     try:
         record = json.loads(public_path.read_bytes())
@@ -454,7 +480,7 @@ def _read_pair(public_path: Path, with_private: bool, passphrase: bytes | None) 
     private_path = public_path.with_name(f"{key_id}{PRIVATE_SUFFIX}")
     private = None
     if with_private and private_path.exists():
-        private = _load_private(private_path, suite, passphrase)
+        private = _load_private(private_path, record, passphrase)
     info = KeyInfo(
         key_id=key_id,
         suite=suite,
@@ -479,5 +505,16 @@ def export_public_keys(source: Path, destination: Path) -> list[str]:
 
 
 def private_key_files(directory: Path) -> list[Path]:
-    """Private key files present in ``directory`` (a public deployment must have none)."""
-    return sorted(directory.glob(f"*{PRIVATE_SUFFIX}")) if directory.is_dir() else []
+    """Files in ``directory`` holding a private key, whatever they are called.
+
+    A public deployment must have none: not ``*.private.pem``, and not a renamed copy either.
+    """
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in sorted(directory.iterdir()):
+        if not path.is_file() or path.name.endswith(PUBLIC_SUFFIX) or path.name == BLIND_INDEX_FILE:
+            continue
+        if path.name.endswith(PRIVATE_SUFFIX) or b"PRIVATE KEY-----" in path.read_bytes()[:65536]:
+            found.append(path)
+    return found

@@ -17,8 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from intake import audit
+from intake.keys import claim_for_sealing
 from intake.models import Submission, utcnow, uuid7
-from intake.sealing import Keyring, SealedBlob
+from intake.sealing import Keyring, SealedBlob, SealingError
 
 # Crockford-style alphabet without 0/O, 1/I/L and U: easy to read aloud and type on a phone.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -70,6 +71,7 @@ def store_submission(
     )
     plaintext = json.dumps(dict(sealed_fields), ensure_ascii=False, sort_keys=True, default=str)
     blob = keyring.seal(plaintext.encode("utf-8"), binding=submission.seal_binding())
+    claim_for_sealing(session, blob.key_id)  # refuses a key retired since this host loaded it
     submission.key_id = blob.key_id
     submission.wrapped_key = blob.wrapped_key
     submission.sealed_payload = blob.ciphertext
@@ -104,21 +106,44 @@ def _add_with_unique_reference(session: Session, submission: Submission) -> None
 def open_submission(
     session: Session, keyring: Keyring, submission: Submission, *, actor: str
 ) -> dict[str, Any]:
-    """Write the reveal's audit row, then open. The caller commits before sending anything."""
+    """Open a submission and audit the reveal. The caller commits before sending anything.
+
+    A blob that will not open is audited too (``submission.open_failed``) and the error is
+    raised: the caller commits that row as well, because a failed open may be tampering.
+    """
     if (
         submission.sealed_payload is None
         or submission.wrapped_key is None
         or submission.key_id is None
     ):
         raise SubmissionGone(submission.reference)
-    audit.record(session, actor=actor, action="submission.opened", target=submission.reference)
+    audit.lock_head(session)
     blob = SealedBlob(submission.key_id, submission.wrapped_key, submission.sealed_payload)
-    opened: dict[str, Any] = json.loads(keyring.open(blob, binding=submission.seal_binding()))
+    try:
+        opened: dict[str, Any] = json.loads(keyring.open(blob, binding=submission.seal_binding()))
+    except SealingError as error:
+        audit.record(
+            session,
+            actor=actor,
+            action="submission.open_failed",
+            target=submission.reference,
+            details={"error": type(error).__name__, "key_id": submission.key_id},
+        )
+        raise
+    audit.record(session, actor=actor, action="submission.opened", target=submission.reference)
     return opened
 
 
 def shred_submission(session: Session, submission: Submission, *, actor: str, reason: str) -> None:
-    """Crypto-shred: drop the sealed data and its blind indexes, keep a tombstone. Idempotent."""
+    """Crypto-shred: drop the sealed data and its blind indexes, keep a tombstone. Idempotent.
+
+    The row is re-read under a lock first, so a rotation or another withdrawal that changed it
+    since it was loaded is seen, not overwritten (nor reported as a conflict to the patient).
+    On SQLite, call :func:`intake.database.checkpoint` after committing, so the old pages also
+    leave the write-ahead log.
+    """
+    audit.lock_head(session)
+    session.refresh(submission, with_for_update=True)
     if submission.shredded_at is not None:
         return
     submission.key_id = None

@@ -30,7 +30,7 @@ from intake.sealing import generate_key
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
-TABLES = ("submissions", "audit_events", "audit_head")
+TABLES = ("submissions", "sealing_keys", "audit_events", "audit_head")
 
 
 def require(available: bool, what: str, how: str) -> None:
@@ -86,7 +86,8 @@ def _postgres_bin() -> Path | None:
     if not root.is_dir():
         return None
     versions = sorted(
-        (p for p in root.iterdir() if (p / "bin" / "initdb").exists()), key=lambda p: float(p.name)
+        (p for p in root.iterdir() if p.name.isdigit() and (p / "bin" / "initdb").exists()),
+        key=lambda p: int(p.name),
     )
     return versions[-1] / "bin" if versions else None
 
@@ -121,6 +122,7 @@ def postgres() -> Iterator[PostgresServer]:
                 "-A",
                 "trust",
                 "--no-sync",
+                "--no-locale",
                 "-E",
                 "UTF8",
             ]
@@ -271,9 +273,21 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
     """A fresh migrated database, on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
         return sqlite_database(request, tmp_path)
+    return postgres_database(request)
+
+
+def postgres_database(request: pytest.FixtureRequest) -> Database:
     server: PostgresServer = request.getfixturevalue("postgres_migrated")
     _reset_postgres(server.url)
     return Database("postgresql", server.url, server=server)
+
+
+@pytest.fixture
+def pg_app(request: pytest.FixtureRequest, tmp_path: Path, keys_dir: Path) -> Iterator[Flask]:
+    """An app on PostgreSQL only, for row-level locking that SQLite does not have."""
+    factory = AppFactory(postgres_database(request), tmp_path, keys_dir)
+    yield factory()
+    factory.close()
 
 
 def sqlite_database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from flask import Flask
@@ -47,7 +48,7 @@ def _as_schema_owner(app: Flask, change: Callable[[Connection], None]) -> None:
 
 def _verify(app: Flask) -> audit.ChainReport:
     with app.app_context():
-        return audit.verify_chain(db.session, batch_size=2)  # small batches cross batch edges
+        return audit.verify_chain(db.session(), batch_size=2)  # small batches cross batch edges
 
 
 def test_chain_links_each_row_to_the_one_before(app: Flask) -> None:
@@ -98,6 +99,22 @@ def _edit_row_3(connection: Connection) -> None:
 
 def _edit_row_3_actor(connection: Connection) -> None:
     connection.execute(text("UPDATE audit_events SET actor = 'user:2' WHERE id = 3"))
+
+
+def _edit_row_3_action(connection: Connection) -> None:
+    connection.execute(text("UPDATE audit_events SET action = 'test.other' WHERE id = 3"))
+
+
+def _edit_row_3_target(connection: Connection) -> None:
+    connection.execute(text("UPDATE audit_events SET target = 'T99' WHERE id = 3"))
+
+
+def _edit_row_3_time(connection: Connection) -> None:
+    table = AuditEvent.__table__
+    earlier = connection.execute(select(table.c.occurred_at).where(table.c.id == 3)).scalar_one()
+    connection.execute(
+        table.update().where(table.c.id == 3).values(occurred_at=earlier - timedelta(hours=1))
+    )
 
 
 def _delete_row_3(connection: Connection) -> None:
@@ -170,6 +187,9 @@ def _append_past_the_head(connection: Connection) -> None:
     [
         (_edit_row_3, 3, "row edited"),
         (_edit_row_3_actor, 3, "row edited"),
+        (_edit_row_3_action, 3, "row edited"),
+        (_edit_row_3_target, 3, "row edited"),
+        (_edit_row_3_time, 3, "row edited"),
         (_delete_row_3, 3, "row 3 is missing"),
         (_delete_last_row, 6, "rows removed from the end"),
         (_swap_rows_2_and_4, 2, "does not match"),
@@ -181,6 +201,9 @@ def _append_past_the_head(connection: Connection) -> None:
     ids=[
         "edit-details",
         "edit-actor",
+        "edit-action",
+        "edit-target",
+        "edit-time",
         "delete-middle",
         "delete-last",
         "reorder",
@@ -213,8 +236,12 @@ def test_details_refuse_phi_like_keys_and_long_values(app: Flask) -> None:
         for details in (
             {"email": "a@b.c"},
             {"Name": "x"},
+            {"full_name": "x"},
             {"reason": "x" * 201},
             {"nested": {"a": 1}},
+            {"reason": "jane@example.org"},
+            {"reason": "Jane Doe called about her scan"},
+            {"code": "line\nbreak"},
         ):
             with pytest.raises(audit.AuditError):
                 audit.record(db.session, actor="user:1", action="test.event", details=details)  # type: ignore[arg-type]
@@ -263,3 +290,32 @@ def test_concurrent_writers_never_fork_the_chain(app: Flask) -> None:
     report = _verify(app)
     assert report.ok, report
     assert report.checked == writers * per_writer
+
+
+def test_verify_is_not_fooled_by_writers_appending_meanwhile(app: Flask) -> None:
+    _write_events(app, 20)
+    stop = threading.Event()
+    writing = threading.Event()
+    errors: list[BaseException] = []
+
+    def append_forever() -> None:
+        try:
+            with app.app_context():
+                while not stop.is_set():
+                    audit.record(db.session, actor="user:1", action="test.event")
+                    db.session.commit()
+                    writing.set()
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    writer = threading.Thread(target=append_forever)
+    writer.start()
+    try:
+        assert writing.wait(timeout=30)
+        reports = [_verify(app) for _ in range(15)]
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert not errors, errors
+    assert all(report.ok for report in reports), [str(r) for r in reports if not r.ok]
+    assert reports[-1].checked > 20  # the writer really was appending while we verified

@@ -9,7 +9,7 @@ import pytest
 
 from intake import ConfigError, create_app
 from intake.config import load_settings
-from intake.sealing import generate_key
+from intake.sealing import export_public_keys, generate_key
 
 SAFE_SECRET = "s" * 48
 POSTGRES_URL = "postgresql+psycopg://intake@127.0.0.1:9/intake"
@@ -186,3 +186,30 @@ def test_unknown_setting_in_instance_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text('SECRET_KEYY = "typo"\n')
     with pytest.raises(ConfigError, match="SECRET_KEYY"):
         load_settings(tmp_path, environ={})
+
+
+def test_refuses_a_renamed_private_key_on_a_patient_server(
+    production: dict[str, Any], tmp_path: Path
+) -> None:
+    keys = Path(production["KEYS_DIR"])
+    public = tmp_path / "public"
+    export_public_keys(keys, public)
+    production.update(SURFACES="patient", KEYS_DIR=str(public))
+    assert create_app(production).config["SURFACES"] == "patient"
+    private = next(keys.glob("*.private.pem"))
+    (public / "backup.bak").write_bytes(private.read_bytes())
+    assert "backup.bak" in _refusal(production)
+
+
+def test_wsgi_entry_point_defaults_to_production(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """gunicorn 'intake.wsgi:app' must not quietly run with development defaults."""
+    import importlib
+    import sys
+
+    monkeypatch.setenv("INTAKE_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.delenv("INTAKE_ENV", raising=False)
+    monkeypatch.delitem(sys.modules, "intake.wsgi", raising=False)
+    with pytest.raises(ConfigError, match="refusing to start in production"):
+        importlib.import_module("intake.wsgi")

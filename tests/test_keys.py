@@ -7,22 +7,24 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from intake import keys as key_service
 from intake.database import read_only
 from intake.extensions import db
-from intake.keys import current_keyring, reload_keyring
+from intake.keys import KeyRetired, current_keyring, reload_keyring
 from intake.models import AuditEvent, Submission
-from intake.sealing import generate_key
-from intake.submissions import open_submission
-from tests.conftest import TEST_SECRET, Database
+from intake.sealing import export_public_keys, generate_key
+from intake.submissions import open_submission, shred_submission
+from tests.conftest import TEST_SECRET, AppFactory, Database
 from tests.factories import make_submission
 
 
@@ -44,9 +46,8 @@ def _all_open(app: Flask) -> int:
         keyring = reload_keyring()
         rows = db.session.scalars(select(Submission)).all()
         for row in rows:
-            assert open_submission(db.session, keyring, row, actor="test")["full_name"].startswith(
-                "NAME-ROT"
-            )
+            opened = open_submission(db.session(), keyring, row, actor="test")
+            assert opened["full_name"].startswith("NAME-")
         db.session.rollback()
         return len(rows)
 
@@ -116,8 +117,6 @@ def test_interrupted_rotation_resumes_where_it_stopped(app: Flask, keys_dir: Pat
 def test_rotation_killed_with_sigkill_resumes(
     sqlite_db: Database, tmp_path: Path, keys_dir: Path
 ) -> None:
-    from tests.conftest import AppFactory
-
     factory = AppFactory(sqlite_db, tmp_path, keys_dir)
     app = factory()
     _seed(app, 1500)
@@ -259,3 +258,79 @@ def test_a_retired_key_cannot_be_retired_twice(
     assert again.exit_code != 0
     assert "already retired" in again.output
     assert _actions(app).count("keys.retired") == 1
+
+
+def test_a_host_with_a_stale_key_cannot_seal_after_retirement(
+    app: Flask, make_app: AppFactory, keys_dir: Path, tmp_path: Path, runner: FlaskCliRunner
+) -> None:
+    """A patient host that never got the new public key must be refused, not lose records."""
+    stale_folder = tmp_path / "patient-keys"
+    export_public_keys(keys_dir, stale_folder)
+    patient = make_app(SURFACES="patient", KEYS_DIR=str(stale_folder))
+    with patient.app_context():
+        make_submission(db.session, current_keyring(), "BEFORE")
+        db.session.commit()
+        old_key = current_keyring().sealing_key_id
+    assert runner.invoke(args=["keys", "rotate", "--new-key"]).exit_code == 0
+    retired = runner.invoke(args=["keys", "retire", old_key])
+    assert retired.exit_code == 0, retired.output
+    with patient.app_context():
+        with pytest.raises(KeyRetired):
+            make_submission(db.session, current_keyring(), "AFTER")
+        db.session.rollback()
+        assert db.session.scalar(select(func.count()).select_from(Submission)) == 1
+        export_public_keys(keys_dir, stale_folder)  # the operator copies the new key over
+        make_submission(db.session, current_keyring(), "AFTER")
+        db.session.commit()
+    assert _all_open(app) == 2
+
+
+def test_rotation_alongside_new_submissions_leaves_every_row_openable(
+    app: Flask, keys_dir: Path
+) -> None:
+    _seed(app, 40)
+    generate_key(keys_dir)
+    errors: list[BaseException] = []
+
+    def submit() -> None:
+        try:
+            with app.app_context():
+                for number in range(40):
+                    make_submission(db.session, current_keyring(), f"ROTLIVE{number}")
+                    db.session.commit()
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    writer = threading.Thread(target=submit)
+    writer.start()
+    with app.app_context():
+        key_service.rotate(
+            db.session(), reload_keyring(), actor="test", batch_size=5, commit=db.session.commit
+        )
+    writer.join(timeout=60)
+    assert not errors, errors
+    with app.app_context():
+        key_service.rotate(
+            db.session(), reload_keyring(), actor="test", batch_size=5, commit=db.session.commit
+        )
+    counts = _key_counts(app)
+    assert len(counts) == 1 and sum(counts.values()) == 80
+    assert _all_open(app) == 80
+
+
+def test_withdrawal_of_a_row_rotated_since_it_was_loaded(pg_app: Flask, keys_dir: Path) -> None:
+    """READ COMMITTED: a row loaded before a rotation commits is stale when it is shredded."""
+    with pg_app.app_context():
+        reference = make_submission(db.session, current_keyring(), "ROTSHRED").reference
+        db.session.commit()
+        generate_key(keys_dir)
+        submission = db.session.scalars(
+            select(Submission).where(Submission.reference == reference)
+        ).one()  # loaded in this request's transaction: row_version 1
+        other = Session(db.engine)  # a second worker, rotating meanwhile
+        key_service.rotate(other, reload_keyring(), actor="test", commit=other.commit)
+        other.close()
+        shred_submission(db.session(), submission, actor="patient", reason="withdrawn")
+        db.session.commit()
+        assert submission.shredded_at is not None
+        assert submission.row_version == 3  # stored, rotated, shredded: nothing lost

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 from datetime import date
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from intake.sealing import (
     PAD_BLOCK,
@@ -121,16 +125,83 @@ def test_wrong_keyring_cannot_open(tmp_path: Path) -> None:
     stranger = Keyring.load(tmp_path / "b", with_private=True)
     with pytest.raises(KeyNotFound):
         stranger.open(blob, binding=BINDING)
-    # Even under the right key id, another private key fails authentication.
-    shutil.copy(
-        next((tmp_path / "a").glob("*.public.json")),
-        tmp_path / "b" / next((tmp_path / "a").glob("*.public.json")).name,
-    )
-    for private in (tmp_path / "b").glob("*.private.pem"):
-        shutil.copy(private, tmp_path / "b" / f"{blob.key_id}.private.pem")
-    impostor = Keyring.load(tmp_path / "b", with_private=True)
+
+
+def test_private_key_must_match_its_public_record(tmp_path: Path) -> None:
+    mine = generate_key(tmp_path / "a")
+    generate_key(tmp_path / "b")
+    foreign = next((tmp_path / "b").glob("*.private.pem"))
+    shutil.copy(foreign, tmp_path / "a" / f"{mine.key_id}.private.pem")
+    with pytest.raises(KeyringError, match="does not match"):
+        Keyring.load(tmp_path / "a", with_private=True)
+
+
+def test_key_id_is_bound_into_the_wrapped_key(tmp_path: Path) -> None:
+    """The same key material under two ids: relabelling a blob's key id must still fail."""
+    keys = tmp_path / "keys"
+    original = generate_key(keys)
+    record = json.loads((keys / f"{original.key_id}.public.json").read_text())
+    twin_id = original.key_id + "-twin"
+    record["key_id"] = twin_id
+    (keys / f"{twin_id}.public.json").write_text(json.dumps(record))
+    shutil.copy(keys / f"{original.key_id}.private.pem", keys / f"{twin_id}.private.pem")
+    keyring = Keyring.load(keys, with_private=True)
+    blob = keyring.seal(SECRET, binding=BINDING)
+    other_id = original.key_id if blob.key_id == twin_id else twin_id
+    assert keyring.open(blob, binding=BINDING) == SECRET
     with pytest.raises(SealedDataInvalid):
-        impostor.open(blob, binding=BINDING)
+        keyring.open(SealedBlob(other_id, blob.wrapped_key, blob.ciphertext), binding=BINDING)
+
+
+def test_forged_blob_with_a_short_body_is_the_modules_error(tmp_path: Path) -> None:
+    """Anyone with the public key can make a blob that authenticates; it must still fail cleanly."""
+    keys = tmp_path / "keys"
+    generate_key(keys)
+    keyring = Keyring.load(keys, with_private=True)
+    genuine = keyring.seal(b"", binding=BINDING)
+    data_key = keyring._unwrap(genuine, BINDING)
+    nonce = b"\x00" * 12
+    aad = f"intake/v1|payload|v1|{BINDING}".encode()
+    for body in (b"", b"\x01", b"\x00\x00\x00\xff"):
+        forged = bytes([1]) + nonce + AESGCM(data_key).encrypt(nonce, body, aad)
+        with pytest.raises(SealedDataInvalid):
+            keyring.open(SealedBlob(genuine.key_id, genuine.wrapped_key, forged), binding=BINDING)
+
+
+@pytest.mark.parametrize("length", [0, 1, 31, 32, -1])
+def test_truncated_wrapped_key_is_rejected(keyring: Keyring, length: int) -> None:
+    blob = keyring.seal(SECRET, binding=BINDING)
+    with pytest.raises(SealedDataInvalid):
+        keyring.open(
+            SealedBlob(blob.key_id, blob.wrapped_key[:length], blob.ciphertext), binding=BINDING
+        )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_flipped_bit_anywhere_is_rejected(keyring: Keyring, data: st.DataObject) -> None:
+    blob = keyring.seal(SECRET, binding=BINDING)
+    joined = bytearray(blob.wrapped_key + blob.ciphertext)
+    bit = data.draw(st.integers(min_value=0, max_value=len(joined) * 8 - 1))
+    joined[bit // 8] ^= 1 << (bit % 8)
+    cut = len(blob.wrapped_key)
+    tampered = SealedBlob(blob.key_id, bytes(joined[:cut]), bytes(joined[cut:]))
+    with pytest.raises(SealedDataInvalid):
+        keyring.open(tampered, binding=BINDING)
+
+
+def test_half_copied_key_files_are_keyring_errors(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    info = generate_key(keys)
+    private = keys / f"{info.key_id}.private.pem"
+    private.write_bytes(private.read_bytes()[:100])
+    with pytest.raises(KeyringError):
+        Keyring.load(keys, with_private=True)
+    (keys / "blind-index.key").write_text("not base64!")
+    with pytest.raises(KeyringError):
+        Keyring.load(keys, with_private=False)
 
 
 def test_public_only_keyring_seals_but_cannot_open(tmp_path: Path) -> None:

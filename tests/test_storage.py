@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -13,7 +14,7 @@ from intake.extensions import db
 from intake.keys import current_keyring
 from intake.models import AuditEvent, Submission
 from intake.submissions import SubmissionGone, open_submission, shred_submission
-from tests.conftest import Database
+from tests.conftest import AppFactory, Database
 from tests.factories import make_submission, personal
 
 
@@ -75,7 +76,7 @@ def test_shredding_leaves_a_tombstone_and_nothing_to_open(app: Flask, database: 
             open_submission(db.session, current_keyring(), row, actor="user:1")
         actions = db.session.scalars(select(AuditEvent.action)).all()
         assert actions.count("submission.shredded") == 1
-        assert audit.verify_chain(db.session).ok
+        assert audit.verify_chain(db.session()).ok
 
 
 def test_blob_copied_to_another_row_does_not_open(app: Flask) -> None:
@@ -101,3 +102,49 @@ def test_references_are_unique_and_unambiguous(app: Flask) -> None:
     for reference in references:
         assert len(reference) == 9 and reference[4] == "-"
         assert not set(reference) & set("01ILOU")
+
+
+def test_a_failed_open_is_audited_too(app: Flask) -> None:
+    from intake.sealing import SealedDataInvalid
+
+    with app.app_context():
+        submission = make_submission(db.session, current_keyring(), "TAMPERED")
+        assert submission.sealed_payload is not None
+        submission.sealed_payload = submission.sealed_payload[:-1] + b"\x00"
+        db.session.commit()
+        with pytest.raises(SealedDataInvalid):
+            open_submission(db.session(), current_keyring(), submission, actor="user:3")
+        db.session.commit()  # as the staff view does: the failure itself is evidence
+        last = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
+        assert last is not None
+        assert (last.action, last.actor, last.target) == (
+            "submission.open_failed",
+            "user:3",
+            submission.reference,
+        )
+        assert '"error":"SealedDataInvalid"' in last.details
+
+
+def test_shredded_bytes_leave_the_sqlite_files(
+    sqlite_db: Database, tmp_path: Path, keys_dir: Path
+) -> None:
+    """Checked while the app still has the database open, as a running server does."""
+    from intake.database import checkpoint
+
+    factory = AppFactory(sqlite_db, tmp_path, keys_dir)
+    app = factory()
+    with app.app_context():
+        submission = make_submission(db.session, current_keyring(), "GONE")
+        db.session.commit()
+        wrapped, payload = submission.wrapped_key, submission.sealed_payload
+        assert wrapped is not None and payload is not None
+        db.session.rollback()  # reading the row began a transaction; a checkpoint waits for it
+        checkpoint(db.session())
+        assert payload in sqlite_db.raw_bytes()  # the search below finds it when it is there
+        shred_submission(db.session(), submission, actor="patient", reason="withdrawn")
+        db.session.commit()
+        checkpoint(db.session())
+        raw = sqlite_db.raw_bytes()
+    factory.close()
+    assert payload not in raw and payload[:64] not in raw
+    assert wrapped not in raw and wrapped[:64] not in raw

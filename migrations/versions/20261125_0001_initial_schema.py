@@ -91,12 +91,21 @@ def upgrade() -> None:
     op.create_index(op.f("ix_submissions_email_birthday_index"), "submissions", ["email_birthday_index"])
     op.create_index(op.f("ix_submissions_key_id"), "submissions", ["key_id"])
 
+    op.create_table(
+        "sealing_keys",
+        sa.Column("key_id", sa.String(length=64), nullable=False),
+        sa.Column("first_used_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("key_id", name=op.f("pk_sealing_keys")),
+    )
+
     triggers = POSTGRES_TRIGGERS if op.get_bind().dialect.name == "postgresql" else SQLITE_TRIGGERS
     for statement in triggers:
         op.execute(statement)
 
 
 def downgrade() -> None:
+    op.drop_table("sealing_keys")
     op.drop_table("submissions")
     op.drop_table("audit_head")
     op.drop_table("audit_events")
