@@ -46,6 +46,12 @@ def claim_for_sealing(session: Session, key_id: str) -> None:
         raise KeyRetired(f"{key_id} is retired; this host needs the newest public key")
 
 
+def is_retired(session: Session, key_id: str) -> bool:
+    """Whether ``key_id`` was retired in the database (a lock-free read, for health checks)."""
+    query = select(SealingKey.retired_at).where(SealingKey.key_id == key_id)
+    return session.scalar(query) is not None
+
+
 def _lock_key_row(session: Session, key_id: str, *, exclusive: bool) -> SealingKey:
     query = (
         select(SealingKey).where(SealingKey.key_id == key_id).with_for_update(read=not exclusive)

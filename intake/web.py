@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from intake.config import is_production
 from intake.database import read_only
 from intake.extensions import db
-from intake.keys import current_keyring
+from intake.keys import current_keyring, is_retired
 
 log = logging.getLogger("intake.web")
 
@@ -110,15 +110,20 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     """Ready to serve: the database answers and the keyring can do this surface's job."""
     checks = {"database": "ok", "keys": "ok"}
+    keyring = current_keyring()
+    retired = False
     try:
         read_only(db.session())  # a probe must never queue behind writers
         db.session.execute(text("SELECT 1"))
-        db.session.rollback()
+        retired = keyring.ready and is_retired(db.session(), keyring.sealing_key_id)
     except SQLAlchemyError:
-        db.session.rollback()
         checks["database"] = "unreachable"
-    if not current_keyring().ready:
+    finally:
+        db.session.rollback()
+    if not keyring.ready:
         checks["keys"] = "missing"
+    elif retired:
+        checks["keys"] = "retired"  # this host still seals to a retired key: copy the new one
     ready = all(value == "ok" for value in checks.values())
     return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
 

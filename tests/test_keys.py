@@ -274,6 +274,9 @@ def test_a_host_with_a_stale_key_cannot_seal_after_retirement(
     assert runner.invoke(args=["keys", "rotate", "--new-key"]).exit_code == 0
     retired = runner.invoke(args=["keys", "retire", old_key])
     assert retired.exit_code == 0, retired.output
+    readiness = patient.test_client().get("/readyz")
+    assert readiness.status_code == 503
+    assert readiness.json["checks"]["keys"] == "retired"
     with patient.app_context():
         with pytest.raises(KeyRetired):
             make_submission(db.session, current_keyring(), "AFTER")
@@ -282,6 +285,7 @@ def test_a_host_with_a_stale_key_cannot_seal_after_retirement(
         export_public_keys(keys_dir, stale_folder)  # the operator copies the new key over
         make_submission(db.session, current_keyring(), "AFTER")
         db.session.commit()
+    assert patient.test_client().get("/readyz").status_code == 200
     assert _all_open(app) == 2
 
 
