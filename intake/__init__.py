@@ -20,7 +20,7 @@ from intake import web
 from intake.config import ConfigError, is_production, load_settings, production_problems
 from intake.database import configure_engine, engine_options
 from intake.extensions import babel, csrf, db, limiter, migrate
-from intake.keys import KEYRING_EXTENSION, KeyringSource
+from intake.keys import KEYRING_EXTENSION, FolderKeyProvider
 from intake.sealing import Keyring, SealingError, private_key_files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -73,11 +73,11 @@ def _configure_logging(level: str) -> None:
     log.setLevel(level.upper())
 
 
-def _load_keyring(settings: Mapping[str, Any]) -> KeyringSource:
+def _load_keyring(settings: Mapping[str, Any]) -> FolderKeyProvider:
     """The patient surface never reads a private key file, even where one is present."""
     passphrase = settings.get("KEY_PASSPHRASE")
     try:
-        return KeyringSource(
+        return FolderKeyProvider(
             Path(settings["KEYS_DIR"]),
             with_private=settings["SURFACES"] != "patient",
             passphrase=passphrase.encode("utf-8") if passphrase else None,

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from intake import audit
 from intake.models import SEALED_MODELS, SealedMixin, SealingKey, utcnow
-from intake.sealing import KeyNotFound, Keyring, SealedBlob, SealingError
+from intake.sealing import KeyNotFound, Keyring, KeyringError, SealedBlob, SealingError
 
 KEYRING_EXTENSION = "intake.keyring"
 log = logging.getLogger("intake.keys")
@@ -67,7 +68,18 @@ def _lock_key_row(session: Session, key_id: str, *, exclusive: bool) -> SealingK
     return row
 
 
-class KeyringSource:
+class KeyProvider(Protocol):
+    """Where the app gets its keyring. The folder is the one provider today; a KMS or Vault
+    provider would implement the same three members and be chosen in ``create_app``."""
+
+    passphrase: bytes | None
+
+    def get(self) -> Keyring: ...
+
+    def reload(self) -> Keyring: ...
+
+
+class FolderKeyProvider:
     """The app's keyring, re-read whenever the key folder changes.
 
     Every worker sees a new key as soon as it lands in the folder (``keys generate``, a copied
@@ -124,26 +136,30 @@ class KeyringSource:
         return self._keyring
 
 
-def _source() -> KeyringSource:
-    source: KeyringSource = current_app.extensions[KEYRING_EXTENSION]
-    return source
+def _provider() -> KeyProvider:
+    provider: KeyProvider = current_app.extensions[KEYRING_EXTENSION]
+    return provider
 
 
 def current_keyring() -> Keyring:
-    return _source().get()
+    return _provider().get()
 
 
 def keys_dir() -> Path:
-    return _source().directory
+    """The key folder, for the commands that manage one (generate, retire, export)."""
+    provider = _provider()
+    if not isinstance(provider, FolderKeyProvider):
+        raise KeyringError("this deployment's keys are not kept in a folder")
+    return provider.directory
 
 
 def passphrase() -> bytes | None:
-    return _source().passphrase
+    return _provider().passphrase
 
 
 def reload_keyring() -> Keyring:
-    """Re-read the key folder now (the CLI, right after it changed the folder)."""
-    return _source().reload()
+    """Re-read the keys now (the CLI, right after it changed them)."""
+    return _provider().reload()
 
 
 def key_usage(session: Session) -> dict[str, int]:
