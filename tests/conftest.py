@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,17 @@ def require(available: bool, what: str, how: str) -> None:
     if IN_CI:
         pytest.fail(f"{message} (CI=true: nothing may skip)", pytrace=False)
     pytest.skip(message)  # outside CI only; in CI the line above fails instead
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per reason for skipping, however many tests it skipped."""
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    for reason, count in reasons.items():
+        terminalreporter.write_line(f"SKIPPED {count} tests: {reason}", yellow=True)
 
 
 def free_port() -> int:
@@ -82,6 +94,10 @@ class PostgresServer:
 
 
 def _postgres_bin() -> Path | None:
+    """Debian's newest PostgreSQL, or the folder named by INTAKE_TEST_PG_BIN (other systems)."""
+    override = os.environ.get("INTAKE_TEST_PG_BIN")
+    if override:
+        return Path(override) if (Path(override) / "initdb").exists() else None
     root = Path("/usr/lib/postgresql")
     if not root.is_dir():
         return None
