@@ -148,3 +148,33 @@ def test_client_address_behind_trusted_proxies(
 
     response = app.test_client().get("/whoami", headers={"X-Forwarded-For": "203.0.113.9"})
     assert response.get_data(as_text=True) == expected
+
+
+HOSTILE = [
+    "/?lang=%00",
+    "/?lang=" + "e" * 5000,
+    "/?lang=../../etc/passwd",
+    "/" + "a" * 5000,
+    "/static/../intake/config.py",
+    "/static/%2e%2e/instance/config.toml",
+    "/coordinator/%00",
+    "/%ff%fe",
+    "/<script>alert(1)</script>",
+    "/healthz?x=' OR 1=1 --",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE)
+def test_hostile_urls_never_fail_or_leak(client: FlaskClient, path: str) -> None:
+    response = client.get(path, headers={"Accept-Language": "xx-INVALID;;;q=abc, \x00"})
+    assert response.status_code in {200, 403, 404}
+    body = response.get_data()
+    assert b"<script>alert" not in body
+    assert b"SECRET_KEY" not in body and b"Traceback" not in body
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_unexpected_methods_are_refused_cleanly(client: FlaskClient, method: str) -> None:
+    response = client.open("/", method=method, data=b"x" * 70_000)
+    assert response.status_code in {400, 405, 413}
+    assert "Content-Security-Policy" in response.headers
