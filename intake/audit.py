@@ -167,14 +167,19 @@ def record(
 def verify_chain(session: Session, batch_size: int = 2000) -> ChainReport:
     """Walk the chain in id order and report the first row that does not fit.
 
-    The walk and the head are read in one snapshot, so writers appending meanwhile can neither
-    make an intact chain look broken nor wait for the walk (SQLite: a deferred read).
+    The walk and the head are read in one snapshot of a session of its own, so writers
+    appending meanwhile can neither make an intact chain look broken nor wait for the walk
+    (SQLite: a deferred read), whatever the caller's session has already done.
     """
-    if not session.in_transaction():
-        if session.get_bind().dialect.name == "postgresql":
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    with Session(session.get_bind()) as snapshot:
+        if snapshot.get_bind().dialect.name == "postgresql":
+            snapshot.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         else:
-            read_only(session)
+            read_only(snapshot)
+        return _walk_chain(snapshot, batch_size)
+
+
+def _walk_chain(session: Session, batch_size: int) -> ChainReport:
     expected_prev = GENESIS_HASH
     expected_id = 1
     checked = 0

@@ -117,7 +117,7 @@ def keys_rotate(new_key: bool, batch_size: int) -> None:
     pending = key_service.pending_rotation(session(), keyring)
     click.echo(f"{pending} rows to move onto {keyring.sealing_key_id}")
     with click.progressbar(length=pending, label="rotating", file=sys.stderr) as bar:
-        moved = key_service.rotate(
+        result = key_service.rotate(
             session(),
             keyring,
             actor=cli_actor(),
@@ -125,11 +125,17 @@ def keys_rotate(new_key: bool, batch_size: int) -> None:
             commit=session().commit,
             on_batch=bar.update,
         )
-    click.echo(f"done: {moved} rows moved to {keyring.sealing_key_id}")
-    remaining = key_service.pending_rotation(session(), keyring)
-    if remaining:
+    click.echo(f"done: {result.rewrapped} rows moved to {keyring.sealing_key_id}")
+    remaining = key_service.pending_rotation(session(), keyring) - len(result.failed)
+    if remaining > 0:
         click.echo(
             f"{remaining} rows were sealed to an older key meanwhile; run `keys rotate` again"
+        )
+    if result.failed:
+        for row in result.failed:
+            click.echo(f"could not open {row.binding}: left on its key (audited)", err=True)
+        raise click.ClickException(
+            f"{len(result.failed)} rows did not open; the old key stays until they are dealt with"
         )
 
 

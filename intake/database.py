@@ -9,11 +9,14 @@ concurrent workers (measured in ../shared/RECIPES.md). A request that only reads
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
+
+log = logging.getLogger("intake.database")
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 READ_ONLY_OPTION = "intake_read_only"
@@ -74,20 +77,27 @@ def read_only(session: Session) -> None:
     session.connection(execution_options={READ_ONLY_OPTION: True})
 
 
-def checkpoint(session: Session) -> None:
+def checkpoint(session: Session, wait_ms: int = 1000) -> bool:
     """SQLite: move the write-ahead log into the database file and empty it.
 
     With ``secure_delete`` on, this is what finally overwrites a shredded record's old pages;
-    until then the log still holds them. Run it after the commit; other databases ignore it.
+    until then the log still holds them. Run it after the commit, off the request path: it
+    waits up to ``wait_ms`` for open transactions, and returns False (logged) if one is still
+    open, in which case the next checkpoint finishes the job. Other databases: a no-op, True.
     """
     engine = session.get_bind()
     if not isinstance(engine, Engine) or engine.dialect.name != "sqlite":
-        return
+        return True
     # A raw connection is in autocommit mode here: a checkpoint cannot run inside a transaction.
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+        busy = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
     finally:
         raw.close()
+    if busy:
+        log.warning("WAL checkpoint deferred: a transaction was still open")
+    return not busy

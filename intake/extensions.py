@@ -11,7 +11,9 @@ from flask_wtf.csrf import CSRFProtect
 
 from intake.models import Base
 
-db = SQLAlchemy(model_class=Base)
+# Objects keep their values after commit: a view that commits and then renders reads no row
+# again (on SQLite such a read would begin a new write-locking transaction).
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 csrf = CSRFProtect()
 babel = Babel()

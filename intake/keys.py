@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -184,41 +185,73 @@ def pending_rotation(session: Session, keyring: Keyring) -> int:
 
 
 @dataclass(frozen=True)
+class FailedRow:
+    id: uuid.UUID
+    binding: str
+
+
+@dataclass(frozen=True)
 class BatchResult:
     rewrapped: int
+    failed: list[FailedRow]  # rows whose sealed data did not open
     remaining: bool
 
 
-def rewrap_batch(session: Session, keyring: Keyring, batch_size: int) -> BatchResult:
-    """Move up to ``batch_size`` rows onto the newest key. Flushes; the caller commits."""
+@dataclass(frozen=True)
+class RotationResult:
+    rewrapped: int
+    failed: list[FailedRow]
+
+
+def rewrap_batch(
+    session: Session, keyring: Keyring, batch_size: int, *, skip: Collection[uuid.UUID] = ()
+) -> BatchResult:
+    """Move up to ``batch_size`` rows onto the newest key. Flushes; the caller commits.
+
+    A row whose data key does not open (damaged, tampered) stays where it is and is reported,
+    so one bad row cannot stop the rotation of every row behind it. ``skip`` holds the ids
+    already reported, so later batches move past them.
+    """
     target = keyring.sealing_key_id
     claim_for_sealing(session, target)
-    budget = batch_size
+    budget, rewrapped, failed = batch_size, 0, list[FailedRow]()
     for model in SEALED_MODELS:
         if budget == 0:
             break
-        budget -= _rewrap_model(session, keyring, model, target, budget)
-    rewrapped = batch_size - budget
+        rows = _rows_to_move(session, model, target, budget, skip)
+        budget -= len(rows)
+        for row in rows:
+            if _rewrap_row(keyring, row):
+                rewrapped += 1
+            else:
+                failed.append(FailedRow(row.id, row.seal_binding()))
     session.flush()
-    return BatchResult(rewrapped, remaining=budget == 0)
+    return BatchResult(rewrapped, failed, remaining=budget == 0)
 
 
-def _rewrap_model(
-    session: Session, keyring: Keyring, model: type[SealedMixin], target: str, limit: int
-) -> int:
-    rows = session.scalars(
-        select(model)
-        .where(model.key_id.is_not(None), model.key_id != target)
-        .order_by(model.key_id)
-        .limit(limit)
-        .with_for_update()  # wait for a row someone is editing; skipping it would leave it behind
-    ).all()
-    for row in rows:
-        assert row.key_id and row.wrapped_key and row.sealed_payload  # guaranteed by the query
-        blob = SealedBlob(row.key_id, row.wrapped_key, row.sealed_payload)
+def _rows_to_move(
+    session: Session,
+    model: type[SealedMixin],
+    target: str,
+    limit: int,
+    skip: Collection[uuid.UUID],
+) -> list[SealedMixin]:
+    query = select(model).where(model.key_id.is_not(None), model.key_id != target)
+    if skip:
+        query = query.where(model.id.not_in(list(skip)))
+    # Wait for a row someone is editing; skipping it would leave it behind.
+    return list(session.scalars(query.order_by(model.id).limit(limit).with_for_update()))
+
+
+def _rewrap_row(keyring: Keyring, row: SealedMixin) -> bool:
+    assert row.key_id and row.wrapped_key and row.sealed_payload  # guaranteed by the query
+    blob = SealedBlob(row.key_id, row.wrapped_key, row.sealed_payload)
+    try:
         moved = keyring.rewrap(blob, binding=row.seal_binding())
-        row.key_id, row.wrapped_key = moved.key_id, moved.wrapped_key
-    return len(rows)
+    except SealingError:
+        return False
+    row.key_id, row.wrapped_key = moved.key_id, moved.wrapped_key
+    return True
 
 
 def rotate(
@@ -229,8 +262,12 @@ def rotate(
     batch_size: int = 500,
     commit: Callable[[], None],
     on_batch: Callable[[int], None] = lambda _count: None,
-) -> int:
-    """Rewrap every row onto the newest key, committing after each batch. Safe to re-run."""
+) -> RotationResult:
+    """Rewrap every row onto the newest key, committing after each batch. Safe to re-run.
+
+    Rows that do not open are audited one by one (``keys.rewrap_failed``) and left on their
+    key; the old key cannot be retired while they exist, which is the safe outcome.
+    """
     target = keyring.sealing_key_id
     pending = pending_rotation(session, keyring)
     audit.record(
@@ -241,12 +278,15 @@ def rotate(
         details={"pending_rows": pending},
     )
     commit()
-    total = 0
+    total, failed = 0, list[FailedRow]()
     while True:
-        result = rewrap_batch(session, keyring, batch_size)
+        result = rewrap_batch(session, keyring, batch_size, skip=[row.id for row in failed])
+        for row in result.failed:
+            audit.record(session, actor=actor, action="keys.rewrap_failed", target=row.binding)
         commit()
         total += result.rewrapped
-        on_batch(result.rewrapped)
+        failed.extend(result.failed)
+        on_batch(result.rewrapped + len(result.failed))
         if not result.remaining:
             break
     audit.record(
@@ -254,10 +294,14 @@ def rotate(
         actor=actor,
         action="keys.rotation_finished",
         target=target,
-        details={"rewrapped_rows": total, "remaining_rows": pending_rotation(session, keyring)},
+        details={
+            "rewrapped_rows": total,
+            "failed_rows": len(failed),
+            "remaining_rows": pending_rotation(session, keyring),
+        },
     )
     commit()
-    return total
+    return RotationResult(total, failed)
 
 
 def retire(session: Session, keyring: Keyring, key_id: str, *, actor: str) -> None:

@@ -98,8 +98,9 @@ def _add_with_unique_reference(session: Session, submission: Submission) -> None
                 session.add(submission)
                 session.flush()
             return
-        except IntegrityError:
-            continue
+        except IntegrityError as error:
+            if "reference" not in str(error.orig):
+                raise  # another constraint failed: a bug to surface, not a collision to retry
     raise RuntimeError("could not draw an unused reference code")  # 30^8 codes: never in practice
 
 

@@ -48,6 +48,7 @@ def _as_schema_owner(app: Flask, change: Callable[[Connection], None]) -> None:
 
 def _verify(app: Flask) -> audit.ChainReport:
     with app.app_context():
+        db.session.execute(select(AuditEvent.id).limit(1))  # as a page would: session already busy
         return audit.verify_chain(db.session(), batch_size=2)  # small batches cross batch edges
 
 

@@ -22,7 +22,7 @@ from intake.database import read_only
 from intake.extensions import db
 from intake.keys import KeyRetired, current_keyring, reload_keyring
 from intake.models import AuditEvent, Submission
-from intake.sealing import export_public_keys, generate_key
+from intake.sealing import export_public_keys, generate_key, retire_key_files
 from intake.submissions import open_submission, shred_submission
 from tests.conftest import TEST_SECRET, AppFactory, Database
 from tests.factories import make_submission
@@ -65,7 +65,7 @@ def test_rotation_moves_every_row_and_all_still_open(app: Flask, keys_dir: Path)
         moved = key_service.rotate(
             db.session, reload_keyring(), actor="test", batch_size=7, commit=db.session.commit
         )
-    assert moved == 60
+    assert moved.rewrapped == 60 and moved.failed == []
     assert _key_counts(app) == {new_key: 60}
     assert old_key != new_key
     assert _all_open(app) == 60
@@ -73,7 +73,7 @@ def test_rotation_moves_every_row_and_all_still_open(app: Flask, keys_dir: Path)
     with app.app_context():
         finished = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id.desc())).first()
         assert finished is not None
-        assert finished.details == '{"remaining_rows":0,"rewrapped_rows":60}'
+        assert finished.details == '{"failed_rows":0,"remaining_rows":0,"rewrapped_rows":60}'
         assert finished.target == new_key
 
 
@@ -108,7 +108,7 @@ def test_interrupted_rotation_resumes_where_it_stopped(app: Flask, keys_dir: Pat
         moved = key_service.rotate(
             db.session, reload_keyring(), actor="test", batch_size=10, commit=db.session.commit
         )
-    assert moved == 30
+    assert moved.rewrapped == 30
     assert _key_counts(app) == {new_key: 50}
     assert _actions(app).count("keys.rotation_started") == 2
     assert _actions(app).count("keys.rotation_finished") == 1
@@ -338,3 +338,38 @@ def test_withdrawal_of_a_row_rotated_since_it_was_loaded(pg_app: Flask, keys_dir
         db.session.commit()
         assert submission.shredded_at is not None
         assert submission.row_version == 3  # stored, rotated, shredded: nothing lost
+
+
+def test_a_damaged_row_does_not_stop_the_rotation(
+    app: Flask, runner: FlaskCliRunner, keys_dir: Path
+) -> None:
+    _seed(app, 12)
+    with app.app_context():
+        damaged = db.session.scalars(select(Submission).order_by(Submission.id)).all()[3]
+        assert damaged.wrapped_key is not None
+        damaged.wrapped_key = bytes([damaged.wrapped_key[0] ^ 1]) + damaged.wrapped_key[1:]
+        db.session.commit()
+        old_key, binding = damaged.key_id, damaged.seal_binding()
+    result = runner.invoke(args=["keys", "rotate", "--new-key", "--batch-size", "2"])
+    assert result.exit_code == 1
+    assert f"could not open {binding}" in result.output
+    counts = _key_counts(app)
+    assert counts.pop(old_key) == 1 and list(counts.values()) == [11]  # every healthy row moved
+    assert _actions(app).count("keys.rewrap_failed") == 1
+    with app.app_context():
+        failed = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "keys.rewrap_failed")
+        ).one()
+        assert failed.target == binding
+    assert runner.invoke(args=["keys", "retire", old_key]).exit_code != 0  # the row still needs it
+
+
+def test_a_key_rewritten_in_place_is_seen(app: Flask, keys_dir: Path) -> None:
+    """Retirement rewrites a public record under the same name: the running app must notice."""
+    with app.app_context():
+        old = current_keyring().sealing_key_id
+        generate_key(keys_dir)
+        current_keyring()
+        retire_key_files(keys_dir, old)
+        states = {info.key_id: info.active for info in current_keyring().list_keys()}
+        assert states[old] is False

@@ -317,3 +317,23 @@ def test_blind_index_key_differs_per_keyring(tmp_path: Path) -> None:
     a = Keyring.load(tmp_path / "a", with_private=False)
     b = Keyring.load(tmp_path / "b", with_private=False)
     assert a.email_index("ana@example.org") != b.email_index("ana@example.org")
+
+
+def test_payload_is_bound_to_its_row_even_for_a_key_holder(keyring: Keyring) -> None:
+    """An insider with the private key re-wraps row A's data key for row B: still refused."""
+    blob = keyring.seal(SECRET, binding=BINDING)
+    data_key = keyring._unwrap(blob, BINDING)
+    pair = keyring._pairs[blob.key_id]
+    rewrapped_for_b = keyring._wrap(pair, data_key, OTHER_BINDING)
+    moved = SealedBlob(blob.key_id, rewrapped_for_b, blob.ciphertext)
+    with pytest.raises(SealedDataInvalid):
+        keyring.open(moved, binding=OTHER_BINDING)
+
+
+def test_hybrid_record_with_only_an_x25519_private_key_is_refused(tmp_path: Path) -> None:
+    hybrid = generate_key(tmp_path / "a", suite=SUITE_HYBRID)
+    generate_key(tmp_path / "b", suite=SUITE_CLASSIC)
+    classic_pem = next((tmp_path / "b").glob("*.private.pem")).read_bytes()
+    (tmp_path / "a" / f"{hybrid.key_id}.private.pem").write_bytes(classic_pem)
+    with pytest.raises(KeyringError, match="does not hold the keys"):
+        Keyring.load(tmp_path / "a", with_private=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import time
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from intake import audit
 from intake.extensions import db
@@ -148,3 +149,47 @@ def test_shredded_bytes_leave_the_sqlite_files(
     factory.close()
     assert payload not in raw and payload[:64] not in raw
     assert wrapped not in raw and wrapped[:64] not in raw
+
+
+def test_checkpoint_gives_way_to_an_open_reader(
+    sqlite_db: Database, tmp_path: Path, keys_dir: Path
+) -> None:
+    from intake.database import checkpoint
+
+    factory = AppFactory(sqlite_db, tmp_path, keys_dir)
+    app = factory()
+    with app.app_context():
+        make_submission(db.session, current_keyring(), "READER")
+        db.session.commit()
+        reader = db.engine.connect()
+        reader.exec_driver_sql("SELECT count(*) FROM submissions").all()  # holds a read snapshot
+        started = time.monotonic()
+        assert checkpoint(db.session(), wait_ms=200) is False
+        assert time.monotonic() - started < 5
+        reader.rollback()
+        reader.close()
+        assert checkpoint(db.session()) is True
+    factory.close()
+
+
+def test_database_settings_that_protect_data(app: Flask, database: Database) -> None:
+    with app.app_context():
+        if database.kind == "sqlite":
+            pragmas = {
+                name: db.session.execute(text(f"PRAGMA {name}")).scalar()
+                for name in ("secure_delete", "journal_mode", "foreign_keys")
+            }
+            assert pragmas == {"secure_delete": 1, "journal_mode": "wal", "foreign_keys": 1}
+        make_submission(db.session, current_keyring(), "DUP")
+        db.session.commit()
+        duplicate_key = db.session.scalars(select(Submission.key_id)).one()
+        with pytest.raises(Exception) as caught:
+            db.session.execute(
+                text("INSERT INTO sealing_keys (key_id, first_used_at) VALUES (:k, :t)"),
+                {"k": duplicate_key, "t": "2026-01-01T00:00:00+00:00"},
+            )
+        # SQLAlchemy leaves bound values out of its errors (PostgreSQL's own DETAIL line may
+        # quote a duplicated key, which is why no identifying value is ever in a unique column).
+        assert "parameters hidden" in str(caught.value)
+        assert "2026-01-01T00:00:00" not in str(caught.value)
+        db.session.rollback()
