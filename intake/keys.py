@@ -120,9 +120,9 @@ class FolderKeyProvider:
         if stamp != self._stamp:
             with self._lock:
                 if stamp != self._stamp:
+                    self._stamp = stamp  # a folder that fails is retried once it changes again
                     try:
                         self._keyring = self._load()
-                        self._stamp = stamp
                     except SealingError as error:
                         log.warning(
                             "key folder changed but did not load (%s); keeping the last keyring",

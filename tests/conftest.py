@@ -125,47 +125,45 @@ def postgres() -> Iterator[PostgresServer]:
     base = Path(tempfile.mkdtemp(prefix="intake-pg-"))
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")
-    port = free_port()
-    data = base / "data"
-    subprocess.run(
-        _as_postgres(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-sync",
-                "--no-locale",
-                "-E",
-                "UTF8",
-            ]
-        ),
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        _as_postgres(
-            [
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(base / "log"),
-                "-w",
-                "-o",
-                f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off",
-                "start",
-            ]
-        ),
-        check=True,
-        capture_output=True,
+    port, data = free_port(), base / "data"
+    options = (
+        f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off"
     )
     try:
-        subprocess.run(
+        _run(
+            _as_postgres(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "--no-sync",
+                    "--no-locale",
+                    "-E",
+                    "UTF8",
+                ]
+            )
+        )
+        _run(
+            _as_postgres(
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(base / "log"),
+                    "-w",
+                    "-o",
+                    options,
+                    "start",
+                ]
+            )
+        )
+        _run(
             [
                 str(bin_dir / "createdb"),
                 "-h",
@@ -175,9 +173,7 @@ def postgres() -> Iterator[PostgresServer]:
                 "-U",
                 "postgres",
                 "intake_test",
-            ],
-            check=True,
-            capture_output=True,
+            ]
         )
         yield PostgresServer(
             url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/intake_test",
@@ -188,12 +184,20 @@ def postgres() -> Iterator[PostgresServer]:
             dbname="intake_test",
         )
     finally:
-        subprocess.run(
-            _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-            check=False,
-            capture_output=True,
-        )
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+                check=False,
+                capture_output=True,
+            )
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(command: list[str]) -> None:
+    """Run a setup command; on failure, show what it said (the cluster's own words)."""
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"{Path(command[-1]).name}: {' '.join(command)}\n{result.stderr}")
 
 
 def _external_postgres(url: str) -> PostgresServer:
