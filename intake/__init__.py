@@ -47,10 +47,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     instance_path.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings = load_settings(instance_path, overrides=overrides)
     _configure_logging(settings["LOG_LEVEL"])
-    keyring_source = _load_keyring(settings)
-    _refuse_unsafe_production(app, settings, keyring_source.get())
+    key_provider = _load_key_provider(settings)
+    _refuse_unsafe_production(app, settings, key_provider.get())
     app.config.update(_flask_config(settings))
-    app.extensions[KEYRING_EXTENSION] = keyring_source
+    app.extensions[KEYRING_EXTENSION] = key_provider
     if settings["TRUSTED_PROXIES"]:
         hops = settings["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
@@ -73,7 +73,7 @@ def _configure_logging(level: str) -> None:
     log.setLevel(level.upper())
 
 
-def _load_keyring(settings: Mapping[str, Any]) -> FolderKeyProvider:
+def _load_key_provider(settings: Mapping[str, Any]) -> FolderKeyProvider:
     """The patient surface never reads a private key file, even where one is present."""
     passphrase = settings.get("KEY_PASSPHRASE")
     try:

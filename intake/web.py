@@ -135,4 +135,3 @@ def init_app(app: Flask) -> None:
     app.add_url_rule("/healthz", "healthz", healthz)
     app.add_url_rule("/readyz", "readyz", readyz)
     app.jinja_env.globals["get_locale"] = get_locale
-    app.jinja_env.globals["surfaces"] = app.config["SURFACES"]

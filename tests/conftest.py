@@ -417,10 +417,21 @@ def browser_type_launch_args(
 
 
 @pytest.fixture
-def live_app(sqlite_db: Database, tmp_path: Path, keys_dir: Path) -> Iterator[Flask]:
+def make_sqlite_app(sqlite_db: Database, tmp_path: Path, keys_dir: Path) -> Iterator[AppFactory]:
+    """Apps on SQLite only: for its own behaviour (files, WAL, locks) and the live server."""
     factory = AppFactory(sqlite_db, tmp_path, keys_dir)
-    yield factory(TESTING=False)
+    yield factory
     factory.close()
+
+
+@pytest.fixture
+def sqlite_app(make_sqlite_app: AppFactory) -> Flask:
+    return make_sqlite_app()
+
+
+@pytest.fixture
+def live_app(make_sqlite_app: AppFactory) -> Flask:
+    return make_sqlite_app(TESTING=False)
 
 
 @pytest.fixture

@@ -115,10 +115,9 @@ def test_interrupted_rotation_resumes_where_it_stopped(app: Flask, keys_dir: Pat
 
 
 def test_rotation_killed_with_sigkill_resumes(
-    sqlite_db: Database, tmp_path: Path, keys_dir: Path
+    sqlite_app: Flask, sqlite_db: Database, tmp_path: Path, keys_dir: Path
 ) -> None:
-    factory = AppFactory(sqlite_db, tmp_path, keys_dir)
-    app = factory()
+    app = sqlite_app
     _seed(app, 1500)
     env = {
         **os.environ,
@@ -164,7 +163,6 @@ def test_rotation_killed_with_sigkill_resumes(
     counts = _key_counts(app)
     assert len(counts) == 1 and sum(counts.values()) == 1500
     assert _all_open(app) == 1500
-    factory.close()
 
 
 def test_cli_rotate_list_and_retire(app: Flask, runner: FlaskCliRunner, keys_dir: Path) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import flask_migrate
 from flask import Flask
 from flask.testing import FlaskCliRunner
@@ -11,7 +9,6 @@ from sqlalchemy import inspect, text
 
 from intake.extensions import db
 from intake.models import Base
-from tests.conftest import AppFactory, Database
 
 
 def test_models_match_the_migrated_schema(runner: FlaskCliRunner) -> None:
@@ -34,12 +31,9 @@ def test_migrated_database_is_at_head(app: Flask) -> None:
     assert "alembic_version" in tables
 
 
-def test_downgrade_to_nothing_and_back(sqlite_db: Database, tmp_path: Path, keys_dir: Path) -> None:
-    factory = AppFactory(sqlite_db, tmp_path, keys_dir)
-    app = factory()
-    with app.app_context():
+def test_downgrade_to_nothing_and_back(sqlite_app: Flask) -> None:
+    with sqlite_app.app_context():
         flask_migrate.downgrade(revision="base")
         assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
         flask_migrate.upgrade()
         assert set(Base.metadata.tables) <= set(inspect(db.engine).get_table_names())
-    factory.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import time
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -15,7 +14,7 @@ from intake.extensions import db
 from intake.keys import current_keyring
 from intake.models import AuditEvent, Submission
 from intake.submissions import SubmissionGone, open_submission, shred_submission
-from tests.conftest import AppFactory, Database
+from tests.conftest import Database
 from tests.factories import make_submission, personal
 
 
@@ -126,15 +125,11 @@ def test_a_failed_open_is_audited_too(app: Flask) -> None:
         assert '"error":"SealedDataInvalid"' in last.details
 
 
-def test_shredded_bytes_leave_the_sqlite_files(
-    sqlite_db: Database, tmp_path: Path, keys_dir: Path
-) -> None:
+def test_shredded_bytes_leave_the_sqlite_files(sqlite_app: Flask, sqlite_db: Database) -> None:
     """Checked while the app still has the database open, as a running server does."""
     from intake.database import checkpoint
 
-    factory = AppFactory(sqlite_db, tmp_path, keys_dir)
-    app = factory()
-    with app.app_context():
+    with sqlite_app.app_context():
         submission = make_submission(db.session, current_keyring(), "GONE")
         db.session.commit()
         wrapped, payload = submission.wrapped_key, submission.sealed_payload
@@ -146,19 +141,14 @@ def test_shredded_bytes_leave_the_sqlite_files(
         db.session.commit()
         checkpoint(db.session())
         raw = sqlite_db.raw_bytes()
-    factory.close()
     assert payload not in raw and payload[:64] not in raw
     assert wrapped not in raw and wrapped[:64] not in raw
 
 
-def test_checkpoint_gives_way_to_an_open_reader(
-    sqlite_db: Database, tmp_path: Path, keys_dir: Path
-) -> None:
+def test_checkpoint_gives_way_to_an_open_reader(sqlite_app: Flask) -> None:
     from intake.database import checkpoint
 
-    factory = AppFactory(sqlite_db, tmp_path, keys_dir)
-    app = factory()
-    with app.app_context():
+    with sqlite_app.app_context():
         make_submission(db.session, current_keyring(), "READER")
         db.session.commit()
         reader = db.engine.connect()
@@ -169,7 +159,6 @@ def test_checkpoint_gives_way_to_an_open_reader(
         reader.rollback()
         reader.close()
         assert checkpoint(db.session()) is True
-    factory.close()
 
 
 def test_database_settings_that_protect_data(app: Flask, database: Database) -> None:

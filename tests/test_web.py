@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from intake.extensions import db
-from tests.conftest import AppFactory, Database
+from tests.conftest import AppFactory
 
 PAGES = ["/", "/healthz", "/readyz", "/no-such-page", "/static/intake.css", "/coordinator/"]
 
@@ -114,12 +114,9 @@ def test_unexpected_error_leaks_nothing(app: Flask, caplog: pytest.LogCaptureFix
     assert "ValueError" in caplog.text  # the log still says what failed, and where
 
 
-def test_readyz_does_not_wait_for_a_writer(
-    sqlite_db: Database, tmp_path: Path, keys_dir: Path
-) -> None:
+def test_readyz_does_not_wait_for_a_writer(sqlite_app: Flask) -> None:
     """SQLite writers hold BEGIN IMMEDIATE; a read-only probe must still answer at once."""
-    factory = AppFactory(sqlite_db, tmp_path, keys_dir)
-    app = factory()
+    app = sqlite_app
     with app.app_context():
         writer = db.engine.connect()
         writer.exec_driver_sql("INSERT INTO audit_head VALUES (2, 0, 'x')")
@@ -129,7 +126,6 @@ def test_readyz_does_not_wait_for_a_writer(
         finally:
             writer.rollback()
             writer.close()
-    factory.close()
     assert response.status_code == 200
 
 
