@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     CheckConstraint,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -103,6 +104,7 @@ class Submission(SealedMixin, Base):
         Index("ix_submissions_received", "received_at", "id"),
         Index("ix_submissions_status_received", "status", "received_at", "id"),
         Index("ix_submissions_cancer_received", "cancer_type", "received_at", "id"),
+        Index("ix_submissions_submit_token_hash", "submit_token_hash", unique=True),
         CheckConstraint(
             "(shredded_at IS NULL) = (sealed_payload IS NOT NULL)", name="sealed_unless_shredded"
         ),
@@ -118,6 +120,14 @@ class Submission(SealedMixin, Base):
     consent_version: Mapped[str] = mapped_column(String(40))
     consent_language: Mapped[str] = mapped_column(String(8))
     authorization_expires_at: Mapped[datetime]
+    # The consent record (DESIGN.md): the typed signature itself is sealed. Nullable only for
+    # rows made before migration 0002; every submission since carries all four.
+    consent_text_sha256: Mapped[str | None] = mapped_column(String(64))
+    signer_role: Mapped[str | None] = mapped_column(String(24))
+    signed_at: Mapped[datetime | None]
+    # Idempotency: a replayed POST of the same rendered form finds its first submission.
+    submit_token_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    withdrawal_code_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     email_index: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
     email_birthday_index: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
     shredded_at: Mapped[datetime | None]
@@ -163,6 +173,16 @@ class SealingKey(Base):
     key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     first_used_at: Mapped[datetime] = mapped_column(default=utcnow)
     retired_at: Mapped[datetime | None]
+
+
+class DailyCount(Base):
+    """Counters with no identity attached (e.g. honeypot hits per day), for operators."""
+
+    __tablename__ = "daily_counts"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 SEALED_MODELS: tuple[type[SealedMixin], ...] = (Submission,)
