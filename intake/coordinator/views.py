@@ -1,19 +1,28 @@
-"""Staff pages.
+"""Staff pages. Access to each is declared with ``auth.login_required(...)``.
 
-Coordinator accounts and sign-in are not built yet, so every staff URL is refused with 403:
-deny by default, never an open dashboard.
+Unknown ``/coordinator/...`` paths go to sign-in for anonymous visitors and answer 404 to
+signed-in staff, so the surface's shape is not visible before sign-in.
 """
 
 from __future__ import annotations
 
 from typing import NoReturn
 
-from flask import Blueprint, abort
+from flask import abort, render_template
 
-bp = Blueprint("coordinator", __name__, url_prefix="/coordinator")
+from intake.coordinator import auth, bp, users
+from intake.coordinator.auth import login_required
+
+__all__ = ["auth", "bp", "users"]  # importing auth and users registers their routes on bp
 
 
-@bp.get("/", defaults={"path": ""})
+@bp.get("/")
+@login_required()
+def home() -> str:
+    return render_template("coordinator/home.html")
+
+
 @bp.get("/<path:path>")
-def closed(path: str) -> NoReturn:
-    abort(403)
+@login_required()
+def unknown(path: str) -> NoReturn:
+    abort(404)

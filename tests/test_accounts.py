@@ -1,0 +1,341 @@
+"""Account services: argon2id, TOTP with a replay guard, throttling kept in the database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pyotp
+import pytest
+from argon2 import PasswordHasher
+from flask import Flask
+from sqlalchemy import select, update
+
+from intake import accounts
+from intake.extensions import db
+from intake.models import AuditEvent, LoginThrottle, User
+from tests.conftest import TEST_SECRET, AppFactory
+from tests.factories import STAFF_PASSWORD, StaffAccount, make_user
+
+GUARD = accounts.guard_from_secret(TEST_SECRET)
+IP = "198.51.100.7"
+
+
+@pytest.fixture
+def ctx(app: Flask) -> Iterator[Flask]:
+    with app.app_context():
+        yield app
+
+
+def user_row(account: StaffAccount) -> User:
+    db.session.expire_all()
+    user = db.session.get(User, account.id)
+    assert user is not None
+    return user
+
+
+def audit_rows(action: str) -> list[AuditEvent]:
+    return list(db.session.scalars(select(AuditEvent).where(AuditEvent.action == action)))
+
+
+def sign_in(email: str, password: str, ip: str = IP) -> User:
+    """One password attempt, committed whatever its outcome, as the login view does."""
+    try:
+        return accounts.authenticate(db.session(), email, password, ip=ip, guard=GUARD)
+    finally:
+        db.session.commit()
+
+
+def submit_code(user: User, code: str, at: datetime | None = None) -> None:
+    try:
+        accounts.verify_totp(db.session(), user, code, ip=IP, guard=GUARD, at=at)
+    finally:
+        db.session.commit()
+
+
+def code_at(account: StaffAccount, when: datetime) -> str:
+    return pyotp.TOTP(account.totp_secret).at(when)
+
+
+# ---------------------------------------------------------------------------- creating
+
+
+def test_create_user_stores_argon2id_and_audits_without_the_email(ctx: Flask) -> None:
+    account = make_user(ctx, role="admin", email="  Ada.Lovelace@Example.ORG ")
+    user = user_row(account)
+    assert user.email == "ada.lovelace@example.org"
+    assert user.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert STAFF_PASSWORD not in user.password_hash
+    assert len(user.totp_secret) == 32 and user.totp_enrolled_at is None
+    assert user.session_version == 1 and user.active
+    (event,) = audit_rows("users.created")
+    assert (event.actor, event.target, event.details) == (
+        "cli:test",
+        account.ref,
+        '{"role":"admin"}',
+    )
+
+
+@pytest.mark.parametrize(
+    ("email", "role", "password", "error"),
+    [
+        ("not-an-email", "coordinator", STAFF_PASSWORD, accounts.InvalidEmail),
+        ("a@example.org", "owner", STAFF_PASSWORD, accounts.InvalidRole),
+        ("a@example.org", "coordinator", "elevenchars", accounts.WeakPassword),
+        ("a@example.org", "coordinator", "x" * 1025, accounts.WeakPassword),
+    ],
+)
+def test_create_user_refuses_bad_input(
+    ctx: Flask, email: str, role: str, password: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        accounts.create_user(db.session(), email, role, password, actor="cli:test")
+    db.session.rollback()
+    assert accounts.list_users(db.session()) == []
+
+
+def test_emails_are_unique_whatever_their_case(ctx: Flask) -> None:
+    make_user(ctx, email="sam@example.org")
+    with pytest.raises(accounts.DuplicateEmail):
+        accounts.create_user(db.session(), "SAM@example.org", "admin", STAFF_PASSWORD, actor="x")
+
+
+def test_list_users_is_sorted_by_email(ctx: Flask) -> None:
+    for email in ("b@example.org", "a@example.org"):
+        make_user(ctx, email=email)
+    assert [u.email for u in accounts.list_users(db.session())] == [
+        "a@example.org",
+        "b@example.org",
+    ]
+
+
+# ---------------------------------------------------------------------------- passwords
+
+
+def test_right_password_signs_in_and_wrong_one_fails_generically(ctx: Flask) -> None:
+    account = make_user(ctx)
+    assert sign_in(account.email.upper(), STAFF_PASSWORD).id == account.id
+    with pytest.raises(accounts.AuthenticationFailed) as wrong:
+        sign_in(account.email, STAFF_PASSWORD + "x")
+    with pytest.raises(accounts.AuthenticationFailed) as unknown:
+        sign_in("nobody@example.org", STAFF_PASSWORD)
+    assert type(wrong.value) is type(unknown.value)
+    assert str(wrong.value) == str(unknown.value)
+    failures = audit_rows("auth.login_failed")
+    assert [(e.target, e.details) for e in failures] == [
+        (account.ref, '{"reason":"password"}'),
+        (None, '{"reason":"password"}'),
+    ]
+
+
+def test_unknown_account_pays_the_same_hash_cost(
+    ctx: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = make_user(ctx)
+    calls: list[str] = []
+    original = PasswordHasher.verify
+
+    def counting(self: PasswordHasher, hash: str, password: str | bytes) -> bool:
+        calls.append(hash)
+        return original(self, hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", counting)
+    with pytest.raises(accounts.AuthenticationFailed):
+        sign_in(account.email, "wrong password here")
+    with pytest.raises(accounts.AuthenticationFailed):
+        sign_in("nobody@example.org", "wrong password here")
+    assert len(calls) == 2
+    known, unknown = calls
+    assert known == user_row(account).password_hash
+    # The dummy hash has the very parameters of a real one, so it costs the same.
+    assert unknown != known and unknown.split("$")[:4] == known.split("$")[:4]
+
+
+def test_disabled_account_fails_like_a_wrong_password(ctx: Flask) -> None:
+    account = make_user(ctx)
+    assert accounts.disable_user(db.session(), user_row(account), actor="cli:test")
+    db.session.commit()
+    with pytest.raises(accounts.AuthenticationFailed, match="not right"):
+        sign_in(account.email, STAFF_PASSWORD)
+    assert audit_rows("auth.login_failed")[-1].details == '{"reason":"disabled"}'
+
+
+# ---------------------------------------------------------------------------- throttling
+
+
+def fail_times(email: str, times: int, ip: str = IP) -> None:
+    for _ in range(times):
+        with pytest.raises(accounts.AuthenticationFailed):
+            sign_in(email, "wrong password here", ip=ip)
+
+
+def test_five_failures_lock_the_account_even_for_the_right_password(ctx: Flask) -> None:
+    account = make_user(ctx)
+    fail_times(account.email, 4)
+    assert sign_in(account.email, STAFF_PASSWORD)  # four are allowed
+    fail_times(account.email, 5)
+    with pytest.raises(accounts.LoginThrottled) as locked:
+        sign_in(account.email, STAFF_PASSWORD, ip="203.0.113.99")  # another address too
+    assert locked.value.until > datetime.now(UTC) + timedelta(minutes=14)
+    (lock,) = audit_rows("auth.locked")
+    assert (lock.target, lock.details) == (account.ref, '{"minutes":15,"scope":"account"}')
+    assert audit_rows("auth.login_failed")[-1].details == '{"reason":"locked"}'
+
+
+def test_unknown_accounts_lock_exactly_like_real_ones(ctx: Flask) -> None:
+    fail_times("nobody@example.org", 5)
+    with pytest.raises(accounts.LoginThrottled):
+        sign_in("nobody@example.org", STAFF_PASSWORD)
+
+
+def test_lock_ends_after_its_time(ctx: Flask) -> None:
+    account = make_user(ctx)
+    fail_times(account.email, 5)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    db.session.execute(update(LoginThrottle).values(locked_until=past))
+    db.session.commit()
+    assert sign_in(account.email, STAFF_PASSWORD).id == account.id
+
+
+def test_twenty_failures_lock_the_address_for_every_account(ctx: Flask) -> None:
+    account = make_user(ctx)
+    for number in range(20):
+        fail_times(f"guess{number}@example.org", 1)
+    with pytest.raises(accounts.LoginThrottled):
+        sign_in(account.email, STAFF_PASSWORD)
+    assert sign_in(account.email, STAFF_PASSWORD, ip="192.0.2.1").id == account.id
+    assert [e.details for e in audit_rows("auth.locked")] == ['{"minutes":15,"scope":"ip"}']
+
+
+def test_lockout_is_shared_by_every_worker(make_app: AppFactory) -> None:
+    """Two app instances on one database stand for two gunicorn workers."""
+    first, second = make_app(), make_app()
+    account = make_user(first)
+    with first.app_context():
+        fail_times(account.email, 5)
+    with second.app_context(), pytest.raises(accounts.LoginThrottled):
+        sign_in(account.email, STAFF_PASSWORD)
+
+
+def test_throttle_rows_hold_neither_email_nor_address(ctx: Flask) -> None:
+    fail_times("someone@example.org", 1)
+    rows = db.session.scalars(select(LoginThrottle)).all()
+    assert {row.scope for row in rows} == {"account", "ip"}
+    for row in rows:
+        assert len(row.key) == 64 and "example" not in row.key and IP not in row.key
+
+
+# ---------------------------------------------------------------------------- TOTP
+
+
+def test_code_completes_sign_in_enrols_and_audits_once(ctx: Flask) -> None:
+    account = make_user(ctx)
+    now = datetime.now(UTC)
+    submit_code(user_row(account), code_at(account, now), at=now)
+    user = user_row(account)
+    assert user.totp_enrolled_at is not None
+    assert user.last_totp_step == pyotp.TOTP(account.totp_secret).timecode(now)
+    assert len(audit_rows("users.totp_enrolled")) == 1
+    (login,) = audit_rows("auth.login")
+    assert (login.actor, login.target, login.details) == (account.ref, account.ref, "{}")
+
+
+def test_wrong_code_fails_and_counts_towards_the_lock(ctx: Flask) -> None:
+    account = make_user(ctx)
+    now = datetime.now(UTC)
+    right = code_at(account, now)
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    for code in (wrong, "12345", "abcdef", ""):
+        with pytest.raises(accounts.AuthenticationFailed):
+            submit_code(user_row(account), code, at=now)
+    assert user_row(account).totp_enrolled_at is None
+    fail_times(account.email, 1)
+    with pytest.raises(accounts.LoginThrottled):
+        submit_code(user_row(account), right, at=now)
+    assert len(audit_rows("auth.locked")) == 1
+
+
+def test_a_code_cannot_be_replayed(ctx: Flask) -> None:
+    account = make_user(ctx)
+    now = datetime.now(UTC)
+    code = code_at(account, now)
+    submit_code(user_row(account), code, at=now)
+    with pytest.raises(accounts.AuthenticationFailed):
+        submit_code(user_row(account), code, at=now)
+    assert audit_rows("auth.login_failed")[-1].details == '{"reason":"totp_replay"}'
+    earlier = now - timedelta(seconds=30)  # a code older than the one used is refused too
+    with pytest.raises(accounts.AuthenticationFailed):
+        submit_code(user_row(account), code_at(account, earlier), at=now)
+    later = now + timedelta(seconds=30)
+    submit_code(user_row(account), code_at(account, later), at=now)  # the next step is fine
+    assert len(audit_rows("auth.login")) == 2
+
+
+def test_codes_are_accepted_one_step_either_side_only(ctx: Flask) -> None:
+    account = make_user(ctx)
+    now = datetime.now(UTC)
+    with pytest.raises(accounts.AuthenticationFailed):
+        submit_code(user_row(account), code_at(account, now - timedelta(seconds=61)), at=now)
+    submit_code(user_row(account), code_at(account, now - timedelta(seconds=30)), at=now)
+    submit_code(user_row(account), code_at(account, now + timedelta(seconds=30)), at=now)
+
+
+def test_disabled_between_password_and_code_fails(ctx: Flask) -> None:
+    account = make_user(ctx)
+    user = sign_in(account.email, STAFF_PASSWORD)
+    accounts.disable_user(db.session(), user_row(account), actor="cli:test")
+    db.session.commit()
+    with pytest.raises(accounts.AuthenticationFailed):
+        submit_code(user, code_at(account, datetime.now(UTC)))
+
+
+# ---------------------------------------------------------------------------- changes
+
+
+def test_disable_ends_sessions_once(ctx: Flask) -> None:
+    account = make_user(ctx)
+    assert accounts.disable_user(db.session(), user_row(account), actor="user:99")
+    db.session.commit()
+    assert not accounts.disable_user(db.session(), user_row(account), actor="user:99")
+    user = user_row(account)
+    assert user.disabled_at is not None and user.session_version == 2
+    (event,) = audit_rows("users.disabled")
+    assert (event.actor, event.target) == ("user:99", account.ref)
+
+
+def test_reset_2fa_makes_a_new_secret_to_enrol_again(ctx: Flask) -> None:
+    account = make_user(ctx)
+    now = datetime.now(UTC)
+    submit_code(user_row(account), code_at(account, now), at=now)
+    accounts.reset_2fa(db.session(), user_row(account), actor="cli:test")
+    db.session.commit()
+    user = user_row(account)
+    assert user.totp_secret != account.totp_secret
+    assert user.totp_enrolled_at is None and user.last_totp_step is None
+    assert user.session_version == 2
+    assert len(audit_rows("users.totp_reset")) == 1
+
+
+def test_end_sessions_bumps_the_version_and_audits(ctx: Flask) -> None:
+    account = make_user(ctx)
+    accounts.end_sessions(db.session(), user_row(account), actor=account.ref)
+    db.session.commit()
+    assert user_row(account).session_version == 2
+    assert len(audit_rows("auth.logout")) == 1
+
+
+def test_provisioning_uri_names_the_issuer(ctx: Flask) -> None:
+    account = make_user(ctx, email="kim@example.org")
+    uri = accounts.provisioning_uri(user_row(account), issuer="Mercy Oncology")
+    assert uri.startswith("otpauth://totp/Mercy%20Oncology:kim%40example.org?secret=")
+    assert f"secret={account.totp_secret}" in uri
+
+
+def test_no_audit_row_names_an_email(ctx: Flask) -> None:
+    account = make_user(ctx)
+    fail_times(account.email, 5)
+    fail_times("nobody@example.org", 1)
+    rows = db.session.scalars(select(AuditEvent)).all()
+    assert len(rows) > 5
+    for row in rows:
+        assert "@" not in f"{row.actor}{row.target}{row.details}"
