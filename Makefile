@@ -15,7 +15,7 @@ PORT   ?= 5000
 # With pipefail, a failing pip still fails the recipe.
 QUIET_PIP := 2>&1 | { grep -v "is ignored" || true; }
 
-.PHONY: run test lint typecheck pytest setup translations clean
+.PHONY: run test lint typecheck pytest setup translations clean node_modules
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -40,11 +40,22 @@ $(VENV)/.installed-test: pyproject.toml requirements/constraints.txt | $(BIN)/py
 
 setup: $(VENV)/.installed-run $(COMPILED)
 
+# The Nu HTML checker for tests/test_html_valid.py: vnu-jar, pinned by package-lock.json, run with
+# the system Java. --ignore-scripts: its postinstall would download a Java runtime we don't need.
+# Without npm (outside CI) it is left out and that test skips; .ci/run installs npm and Java.
+NODE_TOOLS := $(if $(shell command -v npm 2>/dev/null),node_modules/.installed)
+
+node_modules: node_modules/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
 ## make translations: re-extract messages.pot and merge new strings into each catalog
 translations: $(VENV)/.installed-run
 	$(BIN)/pybabel extract -F babel.cfg -k _l --no-location --sort-output --project Intake \
 		-o intake/translations/messages.pot .
-	$(BIN)/pybabel update --no-location -i intake/translations/messages.pot -d intake/translations
+	$(BIN)/pybabel update --ignore-obsolete -i intake/translations/messages.pot -d intake/translations
 
 ## make run: set up a development instance (once) and serve it at http://$(HOST):$(PORT)
 run: setup
@@ -62,10 +73,10 @@ lint: $(VENV)/.installed-test $(COMPILED)
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-test $(COMPILED)
+pytest: $(VENV)/.installed-test $(COMPILED) $(NODE_TOOLS)
 	status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: treating that as a failure"; exit 1; fi; \
 	exit $$status
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-results
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-results node_modules

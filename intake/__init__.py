@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from intake import web
+from intake import consent, web
 from intake.config import ConfigError, is_production, load_settings, production_problems
 from intake.database import configure_engine, engine_options
 from intake.extensions import babel, csrf, db, limiter, migrate
@@ -50,6 +50,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     key_provider = _load_key_provider(settings)
     _refuse_unsafe_production(app, settings, key_provider.get())
     app.config.update(_flask_config(settings))
+    consent.init_app(app)  # refuses to start if the active authorization lacks an element
     app.extensions[KEYRING_EXTENSION] = key_provider
     if settings["TRUSTED_PROXIES"]:
         hops = settings["TRUSTED_PROXIES"]
@@ -58,6 +59,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _init_extensions(app)
     _register_surfaces(app, settings["SURFACES"])
     web.init_app(app)
+    if settings["SURFACES"] != "patient":
+        from intake.coordinator.auth import install_staff_sessions
+
+        install_staff_sessions(app)  # last: it wraps the session interface web.init_app set
 
     from intake.cli import register_commands
 
@@ -130,11 +135,14 @@ def _flask_config(settings: Mapping[str, Any]) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": settings["RATELIMIT_STORAGE_URI"],
         "RATELIMIT_HEADERS_ENABLED": True,
         "BABEL_DEFAULT_LOCALE": "en",
+        "LANGUAGES": LANGUAGES,
         "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).parent / "translations"),
     }
 
 
 def select_locale() -> str:
+    if request.path.startswith("/coordinator"):
+        return "en"  # the staff pages are English-only for now
     requested = request.args.get("lang")
     if requested in LANGUAGES:
         return requested

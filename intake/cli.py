@@ -1,4 +1,4 @@
-"""Command line: ``flask --app intake keys|audit|dev ...``."""
+"""Command line: ``flask --app intake keys|audit|users|dev ...``."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ from pathlib import Path
 
 import click
 import flask_migrate
+import segno
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
-from intake import audit
+from intake import accounts, audit
 from intake import keys as key_service
 from intake.config import DEV_SECRET_PREFIX, INSTANCE_CONFIG_FILE, is_production
 from intake.extensions import db
+from intake.models import ROLES, User
 from intake.sealing import (
     SUITES,
     SealingError,
@@ -30,6 +32,9 @@ from intake.sealing import (
 keys_cli = AppGroup("keys", help="Manage the sealing keyring.")
 audit_cli = AppGroup("audit", help="Check the audit trail.")
 dev_cli = AppGroup("dev", help="Development helpers (refused in production).")
+users_cli = AppGroup("users", help="Manage staff accounts.")
+
+DEMO_EMAIL = "demo@example.org"
 
 
 def session() -> Session:
@@ -175,6 +180,95 @@ def audit_verify() -> None:
         sys.exit(1)
 
 
+# ---------------------------------------------------------------------------- users
+
+
+def _show_totp(user: User) -> None:
+    """The TOTP URI once, and as a QR code when a person is looking at the terminal."""
+    uri = accounts.provisioning_uri(
+        user, issuer=accounts.totp_issuer(current_app.config["ORGANIZATION_NAME"])
+    )
+    click.echo("Two-step verification secret (shown once; the user can also scan it at first")
+    click.echo("sign-in, until they have set it up):")
+    click.echo(f"  {uri}")
+    if _stdout_is_terminal():
+        segno.make(uri, error="m").terminal(out=sys.stdout, compact=True)
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _user(email: str) -> User:
+    try:
+        return accounts.get_user(session(), email)
+    except accounts.AccountError as error:
+        raise click.ClickException(str(error)) from error
+
+
+@users_cli.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="What the account may do.")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+def users_create(email: str, role: str, password_stdin: bool) -> None:
+    """Create a staff account (password: at least 12 characters)."""
+    password = _read_password(password_stdin)
+    try:
+        user = accounts.create_user(session(), email, role, password, actor=cli_actor())
+    except accounts.AccountError as error:
+        db.session.rollback()
+        raise click.ClickException(str(error)) from error
+    db.session.commit()
+    click.echo(f"created {user.ref} {user.email} ({user.role})")
+    _show_totp(user)
+
+
+@users_cli.command("list")
+def users_list() -> None:
+    """Show every staff account and its state."""
+    users = accounts.list_users(session())
+    if not users:
+        click.echo("no accounts; run `flask --app intake users create EMAIL --role admin`")
+        return
+    click.echo(f"{'ID':<5} {'EMAIL':<40} {'ROLE':<12} {'STATE':<9} {'TWO-STEP':<9} CREATED (UTC)")
+    for user in users:
+        state = "active" if user.active else "disabled"
+        two_step = "enrolled" if user.totp_enrolled_at else "pending"
+        created = user.created_at.strftime("%Y-%m-%d %H:%M")
+        click.echo(
+            f"{user.id:<5} {user.email:<40} {user.role:<12} {state:<9} {two_step:<9} {created}"
+        )
+
+
+@users_cli.command("disable")
+@click.argument("email")
+def users_disable(email: str) -> None:
+    """Disable an account; its sessions end at their next request."""
+    user = _user(email)
+    changed = accounts.disable_user(session(), user, actor=cli_actor())
+    db.session.commit()
+    click.echo(f"disabled {user.ref} {user.email}" if changed else f"{user.email} was disabled")
+
+
+@users_cli.command("reset-2fa")
+@click.argument("email")
+def users_reset_2fa(email: str) -> None:
+    """Give an account a new TOTP secret (lost phone); it is set up again at next sign-in."""
+    user = _user(email)
+    accounts.reset_2fa(session(), user, actor=cli_actor())
+    db.session.commit()
+    click.echo(f"reset two-step verification of {user.ref} {user.email}; its sessions ended")
+    _show_totp(user)
+
+
 # ---------------------------------------------------------------------------- dev
 
 
@@ -202,6 +296,20 @@ def dev_init() -> None:
         click.echo(f"keyring: created development key {info.key_id} in {keys_dir}")
     ensure_blind_index_key(keys_dir)
     key_service.reload_keyring()
+    _ensure_demo_user()
+
+
+def _ensure_demo_user() -> None:
+    """A demo coordinator (admin role, so every staff page is reachable), made once."""
+    if accounts.find_user(session(), DEMO_EMAIL) is not None:
+        click.echo(f"demo coordinator: kept ({DEMO_EMAIL}; its password was shown when made)")
+        return
+    password = secrets.token_urlsafe(12)
+    user = accounts.create_user(session(), DEMO_EMAIL, "admin", password, actor=cli_actor())
+    db.session.commit()
+    click.echo(f"demo coordinator: created {DEMO_EMAIL} (admin), shown once:")
+    click.echo(f"  password: {password}")
+    _show_totp(user)
 
 
 def _ensure_dev_secret(instance: Path) -> bool:
@@ -221,5 +329,5 @@ def _ensure_dev_secret(instance: Path) -> bool:
 
 
 def register_commands(app: Flask) -> None:
-    for group in (keys_cli, audit_cli, dev_cli):
+    for group in (keys_cli, audit_cli, users_cli, dev_cli):
         app.cli.add_command(group)

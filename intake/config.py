@@ -7,6 +7,7 @@ README table, the parser and the production checks cannot drift apart.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,41 @@ def _parse_log_level(raw: str) -> str:
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
     return level
+
+
+def _parse_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {raw!r}")
+    return value
+
+
+# scheme://host[:port]: a CSP host-source with no wildcard, user info, path or query.
+ORIGIN = re.compile(r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
+
+
+def _parse_origins(raw: str) -> tuple[str, ...]:
+    """``https://news.example.org https://blog.example.org`` -> a tuple of bare origins."""
+    origins = []
+    for item in raw.replace(",", " ").split():
+        bare = item.removesuffix("/")
+        if not ORIGIN.fullmatch(bare):
+            raise ValueError(f"expected origins like https://news.example.org, got {item!r}")
+        port = bare.rpartition(":")[2]
+        if port.isdigit() and not 0 < int(port) < 65536:
+            raise ValueError(f"expected a port from 1 to 65535 in {item!r}")
+        origins.append(bare.lower())
+    return tuple(origins)
+
+
+def _parse_rate_limit(raw: str) -> str:
+    from limits import parse_many
+
+    try:
+        parse_many(raw)
+    except ValueError as error:
+        raise ValueError(f"expected e.g. '10 per minute; 60 per hour', got {raw!r}") from error
+    return raw
 
 
 @dataclass(frozen=True)
@@ -92,10 +128,46 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ORGANIZATION_NAME", "Intake Research Site", str, "Who receives the released records."),
     Setting("LOG_LEVEL", "INFO", _parse_log_level, "Python logging level."),
     Setting(
+        "SESSION_IDLE_MINUTES",
+        15,
+        _parse_positive_int,
+        "Staff sessions end after this many minutes without a request (automatic logoff).",
+    ),
+    Setting(
+        "SESSION_MAX_HOURS",
+        12,
+        _parse_positive_int,
+        "Staff sessions end this many hours after sign-in, however active.",
+    ),
+    Setting(
         "TRUSTED_PROXIES",
         0,
         int,
         "How many reverse proxies in front set X-Forwarded-For/-Proto/-Host (0: trust none).",
+    ),
+    Setting(
+        "EMBED_ORIGINS",
+        (),
+        _parse_origins,
+        "Sites allowed to show `/embed` in an iframe: origins separated by spaces.",
+    ),
+    Setting(
+        "SUBMIT_RATE_LIMIT",
+        "10 per minute; 60 per hour",
+        _parse_rate_limit,
+        "Form sends allowed per IP address (Flask-Limiter syntax).",
+    ),
+    Setting(
+        "WITHDRAW_RATE_LIMIT",
+        "5 per minute; 20 per hour",
+        _parse_rate_limit,
+        "Withdrawal attempts allowed per IP address.",
+    ),
+    Setting(
+        "CONTACT_WITHIN_DAYS",
+        5,
+        int,
+        "Working days within which the confirmation page promises a first contact.",
     ),
 )
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
@@ -122,6 +194,8 @@ def _typed(setting: Setting, value: Any, where: str) -> Any:
     """Run every value through its setting's parser, whether it came as text or as TOML."""
     if value is None:
         return None
+    if isinstance(value, list):  # TOML arrays, e.g. EMBED_ORIGINS = ["https://a", "https://b"]
+        value = " ".join(str(item) for item in value)
     if isinstance(value, str) or setting.parse is not str:
         try:
             return setting.parse(str(value).lower() if isinstance(value, bool) else str(value))

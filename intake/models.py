@@ -185,4 +185,59 @@ class DailyCount(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
+ROLES = ("admin", "coordinator", "auditor")
+
+
+class User(Base):
+    """A staff account. Staff emails are work identities, not PHI, so they are plain columns.
+
+    ``totp_secret`` is a credential stored like the password hash's neighbour: plaintext base32,
+    protected as the database is (docs/security.md, "Accounts", says why it is not sealed).
+    """
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'coordinator', 'auditor')", name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)  # stripped and casefolded
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, PHC string format
+    totp_secret: Mapped[str] = mapped_column(String(64))
+    totp_enrolled_at: Mapped[datetime | None]
+    # The newest TOTP time step accepted: a code of this step or an older one is a replay.
+    last_totp_step: Mapped[int | None] = mapped_column(Integer)
+    disabled_at: Mapped[datetime | None]
+    # Part of every staff session; bumping it ends all of that user's sessions at once.
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def active(self) -> bool:
+        return self.disabled_at is None
+
+    @property
+    def ref(self) -> str:
+        """How audit rows name this account: never by its email."""
+        return f"user:{self.id}"
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins counted per account and per client address, shared by every worker.
+
+    ``key`` is an HMAC of the typed email or of the address, so the table holds neither.
+    """
+
+    __tablename__ = "login_throttles"
+    __table_args__ = (
+        CheckConstraint("scope IN ('account', 'ip')", name="scope"),
+        Index("ix_login_throttles_window_start", "window_start"),
+    )
+
+    scope: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime]
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+
+
 SEALED_MODELS: tuple[type[SealedMixin], ...] = (Submission,)

@@ -6,6 +6,7 @@ and write their audit rows in the same transaction as the change.
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,6 +27,14 @@ from intake.sealing import Keyring, SealedBlob, SealingError
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 REFERENCE_LENGTH = 8
 REFERENCE_ATTEMPTS = 5
+
+
+AGE_BANDS = ((0, "0-17"), (18, "18-39"), (40, "40-64"), (65, "65-79"), (80, "80+"))
+WITHDRAWAL_CODE_LENGTH = 12
+
+
+class WithdrawalRefused(Exception):
+    """Reference and withdrawal code do not match a submission (deliberately not saying which)."""
 
 
 class SubmissionGone(Exception):
@@ -41,11 +51,162 @@ class TriageFacts:
     consent_language: str
     authorization_expires_at: datetime
     source: str | None = None
+    consent_text_sha256: str | None = None
+    signer_role: str | None = None
+    signed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the person who sent the form is told: never stored in plaintext anywhere."""
+
+    reference: str
+    withdrawal_code: str | None
+    replayed: bool = False
+    withdrawn: bool = False  # a replay of a form whose submission was withdrawn since
+
+
+def age_in_years(birthday: date, on: date) -> int:
+    before_birthday = (on.month, on.day) < (birthday.month, birthday.day)
+    return on.year - birthday.year - before_birthday
+
+
+def age_band(birthday: date, on: date) -> str:
+    """The coarse, non-identifying band coordinators filter by."""
+    age = age_in_years(birthday, on)
+    return next(band for lowest, band in reversed(AGE_BANDS) if age >= lowest)
+
+
+def _grouped_code(length: int) -> str:
+    code = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(length))
+    return "-".join(code[start : start + 4] for start in range(0, length, 4))
 
 
 def new_reference() -> str:
-    code = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(REFERENCE_LENGTH))
-    return f"{code[:4]}-{code[4:]}"
+    return _grouped_code(REFERENCE_LENGTH)
+
+
+def new_withdrawal_code() -> str:
+    """About 59 bits, shown once; only its keyed digest is stored."""
+    return _grouped_code(WITHDRAWAL_CODE_LENGTH)
+
+
+def _withdrawal_code_for(keyring: Keyring, submit_token: str) -> str:
+    """The withdrawal code of the form rendered with ``submit_token``, derived rather than drawn.
+
+    A replay of the same form (a double click whose first answer the browser never showed,
+    two tabs, a lost connection) must show the same confirmation, code included, yet only
+    the code's digest is stored. Deriving it from the token under the blind-index key lets a
+    replay show it again; the token lives only in the person's own page, like the code.
+    """
+    return _derived_code(keyring, "withdrawal-code", submit_token, WITHDRAWAL_CODE_LENGTH)
+
+
+def _derived_code(keyring: Keyring, kind: str, submit_token: str, length: int) -> str:
+    number = int.from_bytes(keyring.blind_index(kind, submit_token), "big")
+    chars = []
+    for _ in range(length):  # 256 bits reduced to at most about 59: no visible bias
+        number, index = divmod(number, len(REFERENCE_ALPHABET))
+        chars.append(REFERENCE_ALPHABET[index])
+    code = "".join(chars)
+    return "-".join(code[start : start + 4] for start in range(0, length, 4))
+
+
+def pretend_receipt(keyring: Keyring, submit_token: str) -> Receipt:
+    """What a bot caught by the honeypot is shown: stable per form, like a real receipt."""
+    return Receipt(
+        _derived_code(keyring, "honeypot-reference", submit_token, REFERENCE_LENGTH),
+        _withdrawal_code_for(keyring, submit_token),
+    )
+
+
+def normalize_code(typed: str) -> str:
+    """Read a code the way people type it: any case, spaces or dashes anywhere."""
+    compact = "".join(char for char in typed.upper() if char.isalnum())
+    return "-".join(compact[start : start + 4] for start in range(0, len(compact), 4))
+
+
+def _withdrawal_digest(keyring: Keyring, reference: str, code: str) -> bytes:
+    return keyring.blind_index("withdrawal", f"{reference}|{code}")
+
+
+def _token_digest(keyring: Keyring, submit_token: str) -> bytes:
+    return keyring.blind_index("submit-token", submit_token)
+
+
+def receive_submission(
+    session: Session,
+    keyring: Keyring,
+    facts: TriageFacts,
+    sealed_fields: Mapping[str, Any],
+    *,
+    submit_token: str,
+    email: str | None = None,
+    birthday: date | None = None,
+) -> Receipt:
+    """Store a form sent by a patient, once: a replay of the same rendered form finds the first.
+
+    ``submit_token`` is the random value of the form's hidden field. Two sends of it racing
+    each other meet at the unique index; the loser finds and returns the winner's reference.
+    Every send of one form gets the same withdrawal code (see :func:`_withdrawal_code_for`).
+    """
+    token_digest = _token_digest(keyring, submit_token)
+    code = _withdrawal_code_for(keyring, submit_token)
+    existing = _by_token(session, token_digest)
+    if existing is not None:
+        return _replay(existing, code)
+    try:
+        with session.begin_nested():
+            submission = store_submission(
+                session,
+                keyring,
+                facts,
+                sealed_fields,
+                email=email,
+                birthday=birthday,
+                submit_token_hash=token_digest,
+            )
+    except IntegrityError:
+        existing = _by_token(session, token_digest)
+        if existing is None:
+            raise
+        return _replay(existing, code)
+    submission.withdrawal_code_hash = _withdrawal_digest(keyring, submission.reference, code)
+    session.flush()
+    return Receipt(submission.reference, code)
+
+
+def _replay(existing: Submission, code: str) -> Receipt:
+    if existing.shredded_at is not None:
+        return Receipt(existing.reference, None, replayed=True, withdrawn=True)
+    return Receipt(existing.reference, code, replayed=True)
+
+
+def _by_token(session: Session, token_digest: bytes) -> Submission | None:
+    return session.scalars(
+        select(Submission).where(Submission.submit_token_hash == token_digest)
+    ).one_or_none()
+
+
+def withdraw_submission(session: Session, keyring: Keyring, reference: str, code: str) -> str:
+    """Crypto-shred the submission if ``code`` is its withdrawal code; returns the reference.
+
+    Unknown references cost the same digest as known ones, and both failures raise the same
+    error. A refusal against a real reference is audited: repeated ones show guessing.
+    Withdrawing twice is not an error (the person may not know the first one worked).
+    """
+    reference = normalize_code(reference)
+    digest = _withdrawal_digest(keyring, reference, normalize_code(code))
+    submission = session.scalars(
+        select(Submission).where(Submission.reference == reference)
+    ).one_or_none()
+    stored = submission.withdrawal_code_hash if submission is not None else None
+    if submission is None or stored is None or not hmac.compare_digest(stored, digest):
+        if submission is not None:
+            audit.record(session, actor="patient", action="withdrawal.refused", target=reference)
+        raise WithdrawalRefused
+    shred_submission(session, submission, actor="patient", reason="withdrawn_by_patient")
+    return reference
 
 
 def store_submission(
@@ -56,6 +217,7 @@ def store_submission(
     *,
     email: str | None = None,
     birthday: date | None = None,
+    submit_token_hash: bytes | None = None,
 ) -> Submission:
     """Seal ``sealed_fields`` and add the row; audited as received."""
     submission = Submission(
@@ -68,6 +230,10 @@ def store_submission(
         consent_version=facts.consent_version,
         consent_language=facts.consent_language,
         authorization_expires_at=facts.authorization_expires_at,
+        consent_text_sha256=facts.consent_text_sha256,
+        signer_role=facts.signer_role,
+        signed_at=facts.signed_at,
+        submit_token_hash=submit_token_hash,
     )
     plaintext = json.dumps(dict(sealed_fields), ensure_ascii=False, sort_keys=True, default=str)
     blob = keyring.seal(plaintext.encode("utf-8"), binding=submission.seal_binding())

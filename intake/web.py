@@ -11,7 +11,17 @@ import sys
 import traceback
 from typing import Any
 
-from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    has_request_context,
+    jsonify,
+    render_template,
+    request,
+)
+from flask.sessions import SecureCookieSessionInterface
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import text
@@ -65,6 +75,44 @@ class IntakeFlask(Flask):
         self.logger.error(
             "unhandled %s on %s %s\n%s", name, request.method, request.url_rule, frames
         )
+
+
+class IntakeSessionInterface(SecureCookieSessionInterface):
+    """Session cookies that still work inside another site's iframe, on the embed pages only.
+
+    Browsers drop SameSite=Lax cookies in a cross-site frame, which would break the embedded
+    form's CSRF check and its confirmation. There the cookie is SameSite=None, Secure and
+    Partitioned (CHIPS): kept per embedding site, never shared across sites.
+    """
+
+    def get_cookie_samesite(self, app: Flask) -> str | None:
+        return "None" if _embedded() else super().get_cookie_samesite(app)
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return True if _embedded() else super().get_cookie_secure(app)
+
+    def get_cookie_partitioned(self, app: Flask) -> bool:
+        return True if _embedded() else super().get_cookie_partitioned(app)
+
+
+class _WithoutClientAddress(logging.Filter):
+    """Flask-Limiter names the client's address when a limit bites; an IP address identifies.
+
+    The line stays (operators want to see limits biting); the address becomes ``client``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        address = request.remote_addr if has_request_context() else None
+        if address and isinstance(record.args, tuple):
+            record.args = tuple("client" if arg == address else arg for arg in record.args)
+        return True
+
+
+_without_client_address = _WithoutClientAddress()
+
+
+def _embedded() -> bool:
+    return bool(has_request_context() and g.get("embedded"))
 
 
 def allow_framing(origins: str) -> None:
@@ -129,6 +177,8 @@ def readyz() -> tuple[Response, int]:
 
 
 def init_app(app: Flask) -> None:
+    logging.getLogger("flask-limiter").addFilter(_without_client_address)
+    app.session_interface = IntakeSessionInterface()
     app.after_request(set_security_headers)
     app.register_error_handler(HTTPException, render_error)
     app.register_error_handler(Exception, render_unexpected)

@@ -31,7 +31,7 @@ from intake.sealing import generate_key
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
-TABLES = ("submissions", "sealing_keys", "audit_events", "audit_head")
+TABLES = ("submissions", "sealing_keys", "audit_events", "audit_head", "users", "login_throttles")
 
 
 def require(available: bool, what: str, how: str) -> None:
@@ -339,6 +339,9 @@ def _test_config(url: str, instance: Path, keys: Path, **extra: Any) -> dict[str
         "DATABASE_URL": url,
         "KEYS_DIR": str(keys),
         "SECRET_KEY": TEST_SECRET,
+        # Tests send many forms from one address; rate-limit tests set their own limits.
+        "SUBMIT_RATE_LIMIT": "100000 per minute",
+        "WITHDRAW_RATE_LIMIT": "100000 per minute",
         **extra,
     }
 

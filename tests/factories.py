@@ -1,12 +1,21 @@
-"""Submissions made through the real services, for tests that need stored records."""
+"""Records and staff accounts made through the real services, for tests that need them."""
 
 from __future__ import annotations
 
+import itertools
+import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pyotp
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
 
+from intake import accounts
+from intake.extensions import db
 from intake.models import Submission
 from intake.sealing import Keyring
 from intake.submissions import TriageFacts, store_submission
@@ -50,3 +59,86 @@ def make_submission(
         email=fields["email"],
         birthday=date(1980, 1, 31),
     )
+
+
+# ---------------------------------------------------------------------------- staff accounts
+
+STAFF_PASSWORD = "correct horse battery staple"
+_staff_numbers = itertools.count(1)
+
+
+@dataclass
+class StaffAccount:
+    """A staff user made through the real service, with what signing in as them takes."""
+
+    id: int
+    email: str
+    role: str
+    password: str
+    totp_secret: str
+    last_step: int = -1  # the newest TOTP step a helper has used: codes cannot be replayed
+
+    @property
+    def ref(self) -> str:
+        return f"user:{self.id}"
+
+
+def make_user(
+    app: Flask, role: str = "coordinator", password: str = STAFF_PASSWORD, email: str = ""
+) -> StaffAccount:
+    """A committed account, not yet enrolled in two-factor (its first sign-in enrols it)."""
+    with app.app_context():
+        user = accounts.create_user(
+            db.session(),
+            email or f"staff{next(_staff_numbers)}@example.org",
+            role,
+            password,
+            actor="cli:test",
+        )
+        db.session.commit()
+        return StaffAccount(user.id, user.email, user.role, password, user.totp_secret)
+
+
+def next_code(account: StaffAccount) -> str:
+    """A TOTP code the server will accept: newer than any used, within its ±1 step window.
+
+    Uses the current step, then the next one, so one account can sign in twice per 30 s.
+    """
+    totp = pyotp.TOTP(account.totp_secret)
+    current = totp.timecode(datetime.now(UTC))
+    step = max(current, account.last_step + 1)
+    if step > current + 1:
+        raise RuntimeError("an account signs in at most twice per 30 s here; make another one")
+    account.last_step = step
+    return totp.generate_otp(step)
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client: FlaskClient, path: str) -> str:
+    """The CSRF token of the form on the page at ``path`` (fetching it, as a browser would)."""
+    body = client.get(path).get_data(as_text=True)
+    match = CSRF_FIELD.search(body)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def login(client: FlaskClient, account: StaffAccount) -> TestResponse:
+    """Sign in through the real pages: password, then the enrolment or code page."""
+    response = client.post(
+        "/coordinator/login",
+        data={
+            "csrf_token": csrf_token(client, "/coordinator/login"),
+            "email": account.email,
+            "password": account.password,
+        },
+    )
+    assert response.status_code == 303, response.status_code
+    second_step = response.headers["Location"]
+    response = client.post(
+        second_step,
+        data={"csrf_token": csrf_token(client, second_step), "code": next_code(account)},
+    )
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return response

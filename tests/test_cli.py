@@ -1,16 +1,22 @@
-"""`flask dev init`: sets up a development instance once and loses nothing when run again."""
+"""`flask dev init` (once, losing nothing when run again) and `flask users` (staff accounts)."""
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
+import pytest
 from click.testing import Result
+from flask import Flask
+from flask.testing import FlaskCliRunner
 from sqlalchemy import select
 
 from intake import create_app
+from intake.cli import cli_actor
 from intake.extensions import db
 from intake.models import AuditEvent
+from tests.factories import StaffAccount, login
 
 
 def _dev_init(instance: Path) -> tuple[Result, str]:
@@ -28,7 +34,7 @@ def test_dev_init_creates_everything_once(tmp_path: Path) -> None:
     first, actions = _dev_init(instance)
     assert first.exit_code == 0, first.output
     assert "secret key: created" in first.output and "development key" in first.output
-    assert actions == "keys.generated"
+    assert actions == "keys.generated,users.created"  # the key, then the demo coordinator
     config = (instance / "config.toml").read_text()
     assert 'SECRET_KEY = "dev-' in config
     keys = sorted(p.name for p in (instance / "keys").iterdir())
@@ -44,7 +50,7 @@ def test_dev_init_creates_everything_once(tmp_path: Path) -> None:
     assert "secret key: kept" in second.output and "keyring: kept" in second.output
     assert (instance / "config.toml").read_text() == config
     assert sorted(p.name for p in (instance / "keys").iterdir()) == keys
-    assert actions == "keys.generated"
+    assert actions == "keys.generated,users.created"
 
 
 def test_dev_init_keeps_other_settings_in_the_instance_file(tmp_path: Path) -> None:
@@ -79,3 +85,119 @@ def test_dev_init_is_refused_in_production(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "refused in production" in result.output
     assert not (tmp_path / "instance" / "config.toml").exists()
+
+
+# ---------------------------------------------------------------------------- users
+
+
+def _audit_rows(app: Flask) -> list[AuditEvent]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+
+
+def _create(runner: FlaskCliRunner, email: str, role: str = "coordinator") -> Result:
+    return runner.invoke(
+        args=["users", "create", email, "--role", role, "--password-stdin"],
+        input="correct horse battery staple\n",
+    )
+
+
+def test_users_create_from_stdin_prints_the_totp_uri_once(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    result = _create(runner, "Lee@Example.org", role="admin")
+    assert result.exit_code == 0, result.output
+    created = re.search(r"created (user:\d+) lee@example.org \(admin\)", result.output)
+    assert created
+    (uri,) = re.findall(r"otpauth://totp/\S+", result.output)
+    assert "issuer=Intake%20Research%20Site" in uri
+    assert "\u2580" not in result.output and "\u2588" not in result.output  # no QR: not a terminal
+    (event,) = _audit_rows(app)
+    assert (event.action, event.actor, event.target) == ("users.created", cli_actor(), created[1])
+    assert "lee" not in event.details
+
+
+def test_users_create_prompts_twice_for_the_password(runner: FlaskCliRunner) -> None:
+    result = runner.invoke(
+        args=["users", "create", "kim@example.org", "--role", "auditor"],
+        input="correct horse battery staple\ncorrect horse battery staple\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Repeat for confirmation" in result.output and "otpauth://" in result.output
+    assert "correct horse" not in result.output
+
+
+def test_users_create_shows_a_terminal_qr_code_on_a_tty(
+    runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("intake.cli._stdout_is_terminal", lambda: True)
+    result = _create(runner, "tty@example.org")
+    assert result.exit_code == 0, result.output
+    assert "\u2588" in result.output or "\u2580" in result.output  # block characters
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["bad-email", "--role", "admin"], "correct horse battery staple\n", "email address"),
+        (["a@example.org", "--role", "admin"], "short\n", "at least 12 characters"),
+        (["a@example.org", "--role", "owner"], "correct horse battery staple\n", "owner"),
+    ],
+)
+def test_users_create_refuses_bad_input(
+    runner: FlaskCliRunner, args: list[str], stdin: str, message: str
+) -> None:
+    result = runner.invoke(args=["users", "create", *args, "--password-stdin"], input=stdin)
+    assert result.exit_code != 0 and message in result.output
+
+
+def test_users_create_refuses_a_duplicate(runner: FlaskCliRunner) -> None:
+    assert _create(runner, "dup@example.org").exit_code == 0
+    result = _create(runner, "DUP@example.org")
+    assert result.exit_code == 1 and "exists" in result.output
+
+
+def test_users_list_disable_and_reset_2fa(app: Flask, runner: FlaskCliRunner) -> None:
+    assert runner.invoke(args=["users", "list"]).output.startswith("no accounts")
+    first_uri = re.findall(r"otpauth://\S+", _create(runner, "ana@example.org").output)
+    listing = runner.invoke(args=["users", "list"]).output
+    assert re.search(r"ana@example.org\s+coordinator\s+active\s+pending", listing)
+
+    reset = runner.invoke(args=["users", "reset-2fa", "ANA@example.org"])
+    assert reset.exit_code == 0, reset.output
+    assert re.findall(r"otpauth://\S+", reset.output) != first_uri
+
+    disabled = runner.invoke(args=["users", "disable", "ana@example.org"])
+    assert disabled.exit_code == 0 and re.match(r"disabled user:\d+ ana@", disabled.output)
+    again = runner.invoke(args=["users", "disable", "ana@example.org"])
+    assert again.exit_code == 0 and "was disabled" in again.output
+    assert "disabled" in runner.invoke(args=["users", "list"]).output
+
+    unknown = runner.invoke(args=["users", "disable", "nobody@example.org"])
+    assert unknown.exit_code == 1 and "no account" in unknown.output
+    assert [e.action for e in _audit_rows(app)] == [
+        "users.created",
+        "users.totp_reset",
+        "users.disabled",
+    ]
+
+
+def test_dev_init_demo_coordinator_can_sign_in(tmp_path: Path) -> None:
+    """The README's promise: `make run` prints what signing in as the demo coordinator takes."""
+    instance = tmp_path / "instance"
+    result, _ = _dev_init(instance)
+    assert "demo coordinator: created demo@example.org (admin)" in result.output
+    password = re.search(r"password: (\S+)", result.output)
+    secret = re.search(r"otpauth://\S+secret=([A-Z2-7]+)", result.output)
+    assert password and secret
+    again, _ = _dev_init(instance)
+    assert "demo coordinator: kept" in again.output and password.group(1) not in again.output
+
+    app = create_app({"INSTANCE_PATH": str(instance), "TESTING": True})
+    client = app.test_client()
+    demo = StaffAccount(1, "demo@example.org", "admin", password.group(1), secret.group(1))
+    login(client, demo)
+    assert "demo@example.org" in client.get("/coordinator/users").get_data(as_text=True)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()

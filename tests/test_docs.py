@@ -25,7 +25,7 @@ def test_quick_start_names_the_two_commands() -> None:
 
 
 def test_every_documented_flask_command_exists(app: Flask) -> None:
-    documented = set(re.findall(r"flask --app intake ([a-z-]+(?: [a-z-]+)?)", README))
+    documented = set(re.findall(r"flask --app intake ([a-z0-9-]+(?: [a-z0-9-]+)?)", README))
     assert documented, "the README shows no commands"
     for command in documented:
         group, _, sub = command.partition(" ")

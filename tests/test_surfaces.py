@@ -79,14 +79,17 @@ def test_patient_surface_never_loads_private_keys_even_if_present(
 
 
 @pytest.mark.parametrize("path", COORDINATOR_PATHS)
-def test_combined_surface_refuses_staff_pages_until_sign_in_exists(app: Flask, path: str) -> None:
-    assert app.test_client().get(path).status_code == 403
+def test_combined_surface_sends_anonymous_staff_requests_to_sign_in(app: Flask, path: str) -> None:
+    response = app.test_client().get(path)
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith("/coordinator/login?next=")
 
 
 def test_coordinator_surface_has_no_patient_routes(make_app: AppFactory) -> None:
     app = make_app(SURFACES="coordinator")
     client = app.test_client()
     assert client.get("/").status_code == 404
-    assert client.get("/coordinator/").status_code == 403
+    assert client.get("/coordinator/").status_code == 303  # to sign-in
+    assert client.get("/coordinator/login").status_code == 200
     with app.app_context():
         assert current_keyring().can_open
