@@ -181,7 +181,11 @@ class IntakeForm(FlaskForm):
     def _cancer_type(self) -> str:
         code = (self.cancer_type.data or "").strip()
         if code not in vocabulary():
-            raise Invalid(_l("Choose a type of cancer. If you are not sure, choose the last option in the list."))
+            raise Invalid(
+                _l(
+                    "Choose a type of cancer. If you are not sure, choose the last option in the list."
+                )
+            )
         return code
 
     def _cancer_other(self) -> str:
