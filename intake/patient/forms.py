@@ -183,7 +183,8 @@ class IntakeForm(FlaskForm):
         if code not in vocabulary():
             raise Invalid(
                 _l(
-                    "Choose a type of cancer. If you are not sure, choose the last option in the list."
+                    "Choose a type of cancer. "
+                    "If you are not sure, choose the last option in the list."
                 )
             )
         return code
