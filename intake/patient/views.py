@@ -36,7 +36,7 @@ from intake.extensions import db, limiter
 from intake.keys import current_keyring
 from intake.models import utcnow
 from intake.patient.counters import count
-from intake.patient.forms import IntakeForm, clean_source
+from intake.patient.forms import CleanSubmission, IntakeForm, clean_source
 from intake.patient.validation import country_names
 from intake.patient.withdrawal import WithdrawForm
 from intake.sealing import SealingError
@@ -135,6 +135,11 @@ def _form_page(*, embedded: bool) -> Any:
     clean, errors = form.clean(today=datetime.now(UTC).date())
     if clean is None:
         return _render_form(form, embedded=embedded, errors=errors, status=422)
+    return _store(form, clean, embedded=embedded)
+
+
+def _store(form: IntakeForm, clean: CleanSubmission, *, embedded: bool) -> Any:
+    """Seal and store a valid form once, then send the person to their confirmation."""
     text = _text_seen(form)
     signed_at = utcnow()
     facts = TriageFacts(
