@@ -134,6 +134,9 @@ def _flask_config(settings: Mapping[str, Any]) -> dict[str, Any]:
         "PREFERRED_URL_SCHEME": "https" if production else "http",
         "RATELIMIT_STORAGE_URI": settings["RATELIMIT_STORAGE_URI"],
         "RATELIMIT_HEADERS_ENABLED": True,
+        # If shared rate-limit storage is down, count in memory rather than refuse patients.
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
         "BABEL_DEFAULT_LOCALE": "en",
         "LANGUAGES": LANGUAGES,
         "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).parent / "translations"),

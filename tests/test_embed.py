@@ -172,3 +172,12 @@ def test_embed_origins_are_parsed_into_bare_origins(tmp_path: Path) -> None:
     settings = load_settings(tmp_path, environ=environ)
     assert settings["EMBED_ORIGINS"] == ("https://news.example.org", "http://localhost:8000")
     assert load_settings(tmp_path, environ={})["EMBED_ORIGINS"] == ()
+
+
+def test_an_oversized_body_on_the_embed_stays_visible_in_the_frame(embed_app: Flask) -> None:
+    client = embed_app.test_client()
+    hidden = open_form(client, "/embed")
+    too_big = client.post("/embed", data={**hidden, "full_name": "x" * 70_000})
+    assert too_big.status_code == 413
+    assert_frameable_by_news(too_big)
+    assert_unframeable(client.post("/", data={**hidden, "full_name": "x" * 70_000}))

@@ -415,6 +415,65 @@ def _expired_token(app: Flask, client: FlaskClient) -> str:
     return serializer.dumps(raw)
 
 
+def test_switching_language_is_never_rate_limited(make_app: AppFactory) -> None:
+    """A switch re-renders what was typed and stores nothing: people on a shared address
+    must not spend their sends on it."""
+    app = make_app(SUBMIT_RATE_LIMIT="1 per day", WITHDRAW_RATE_LIMIT="1 per day")
+    client = app.test_client()
+    hidden = open_form(client)
+    for language in ("es", "en", "es"):
+        switched = client.post(
+            f"/?lang={language}", data={**hidden, **valid_answers(), "switch_language": language}
+        )
+        assert switched.status_code == 200
+        withdraw_switch = client.post(
+            f"/withdraw?lang={language}",
+            data={**hidden_fields(_page(client)), "switch_language": language},
+        )
+        assert withdraw_switch.status_code == 200
+    assert send(client, valid_answers(), hidden=hidden).status_code == 303
+
+
+def test_rate_limit_storage_outage_does_not_refuse_patients(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shared limit storage (e.g. Redis) going down must not turn every send into a 500."""
+    from intake.extensions import limiter
+
+    app = make_app()
+    client = app.test_client()
+    hidden = open_form(client)
+
+    def down(*_args: Any, **_kwargs: Any) -> Any:
+        raise ConnectionError("rate-limit storage unreachable")
+
+    strategy = limiter.limiter  # what checks and counts each request against the storage
+    for method in ("hit", "test", "get_window_stats"):
+        monkeypatch.setattr(strategy, method, down)
+    assert send(client, valid_answers(), hidden=hidden).status_code == 303
+    assert len(submissions(app)) == 1
+
+
+def test_confirmation_copy_survives_a_renamed_organization(make_app: AppFactory) -> None:
+    """The organization's name is part of the signed text: the copy keeps the one signed."""
+    before = make_app(ORGANIZATION_NAME="Alpha Cancer Center")
+    client = before.test_client()
+    location = send(client, valid_answers()).headers["Location"]
+    after = make_app(ORGANIZATION_NAME="Beta Oncology")
+    renamed = after.test_client()
+    cookie = client.get_cookie(cookie_name(before))
+    assert cookie is not None
+    renamed.set_cookie(cookie.key, cookie.value)
+    page = renamed.get(location).get_data(as_text=True)
+    assert "sent to Alpha Cancer Center" in page
+    [row] = submissions(after)
+    with before.app_context():
+        signed = consent.signed_text(
+            row.consent_version, row.consent_language, "Alpha Cancer Center"
+        )
+    assert row.consent_text_sha256 == signed.sha256()
+
+
 @pytest.mark.parametrize("problem", ["missing", "wrong", "expired"])
 def test_refused_csrf_token_keeps_the_form(app: Flask, client: FlaskClient, problem: str) -> None:
     hidden = open_form(client)

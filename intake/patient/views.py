@@ -27,7 +27,7 @@ from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException, TooManyRequests
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, TooManyRequests
 from werkzeug.wrappers import Response as BaseResponse
 
 from intake import consent
@@ -57,6 +57,7 @@ bp = Blueprint("patient", __name__)
 
 RECEIPTS_KEPT = 3  # confirmations this browser session can show again
 FORM_ENDPOINTS = {"patient.form", "patient.embed"}
+EMBED_ENDPOINTS = {"patient.embed", "patient.embed_confirmation"}
 
 NOTES = {
     "csrf": _l(
@@ -89,7 +90,7 @@ def _switching_language() -> bool:
 submit_limit = limiter.shared_limit(
     _submit_limit, scope="submit", methods=["POST"], exempt_when=_switching_language
 )
-withdraw_limit = limiter.limit(_withdraw_limit, methods=["POST"])
+withdraw_limit = limiter.limit(_withdraw_limit, methods=["POST"], exempt_when=_switching_language)
 
 
 # ---------------------------------------------------------------------------- the form
@@ -251,6 +252,8 @@ def _remember(receipt: Receipt, text: consent.ConsentText, signed_at: datetime) 
         "version": text.version,
         "language": text.language,
         "signed_at": signed_at.isoformat(timespec="seconds"),
+        # Part of the signed text: the copy shown later must not change if the site is renamed.
+        "organization": current_app.config["ORGANIZATION_NAME"],
     }
     session["receipts"] = dict(list(receipts.items())[-RECEIPTS_KEPT:])
 
@@ -280,7 +283,9 @@ def _confirmation_page(reference: str, *, embedded: bool) -> str:
     if not isinstance(receipt, dict):
         abort(404)
     try:
-        text = consent.signed_text(receipt["version"], receipt["language"])
+        text = consent.signed_text(
+            receipt["version"], receipt["language"], receipt.get("organization")
+        )
         signed_at = datetime.fromisoformat(receipt["signed_at"])
     except (KeyError, ValueError, TypeError, consent.ConsentError):
         abort(404)
@@ -350,6 +355,14 @@ def withdrawn() -> str:
 @bp.errorhandler(CSRFError)
 def csrf_expired(error: CSRFError) -> Any:
     return _keep_input(error, note="csrf", status=422)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def too_large(error: RequestEntityTooLarge) -> Any:
+    """The body was never read, so nothing can be kept; but inside an iframe, stay visible."""
+    if request.endpoint in EMBED_ENDPOINTS:
+        _allow_embedding()
+    return render_error(error)
 
 
 @bp.errorhandler(TooManyRequests)
