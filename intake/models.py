@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
@@ -104,7 +106,18 @@ class Submission(SealedMixin, Base):
         Index("ix_submissions_received", "received_at", "id"),
         Index("ix_submissions_status_received", "status", "received_at", "id"),
         Index("ix_submissions_cancer_received", "cancer_type", "received_at", "id"),
+        # The triage list's other filters, each walked in keyset order (intake/triage.py).
+        Index("ix_submissions_age_band_received", "age_band", "received_at", "id"),
+        Index("ix_submissions_source_received", "source", "received_at", "id"),
+        Index("ix_submissions_assignee_received", "assignee_id", "received_at", "id"),
         Index("ix_submissions_submit_token_hash", "submit_token_hash", unique=True),
+        # The retention job's query: authorizations still live, by expiry.
+        Index(
+            "ix_submissions_expiry_pending",
+            "authorization_expires_at",
+            sqlite_where=text("shredded_at IS NULL"),
+            postgresql_where=text("shredded_at IS NULL"),
+        ),
         CheckConstraint(
             "(shredded_at IS NULL) = (sealed_payload IS NOT NULL)", name="sealed_unless_shredded"
         ),
@@ -132,6 +145,8 @@ class Submission(SealedMixin, Base):
     email_birthday_index: Mapped[bytes | None] = mapped_column(LargeBinary(32), index=True)
     shredded_at: Mapped[datetime | None]
     row_version: Mapped[int] = mapped_column(Integer, default=1)
+    # The coordinator or admin working on it (intake/triage.py); NULL while unassigned.
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012 - SQLAlchemy's own hook
 
@@ -145,7 +160,7 @@ class AuditEvent(Base):
     occurred_at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(120))
     action: Mapped[str] = mapped_column(String(64), index=True)
-    target: Mapped[str | None] = mapped_column(String(120))
+    target: Mapped[str | None] = mapped_column(String(120), index=True)  # a submission's history
     details: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -240,4 +255,29 @@ class LoginThrottle(Base):
     locked_until: Mapped[datetime | None]
 
 
-SEALED_MODELS: tuple[type[SealedMixin], ...] = (Submission,)
+class Note(SealedMixin, Base):
+    """A coordinator's note on a submission, sealed like the submission (it may hold PHI).
+
+    Only the author, the submission and the time are plaintext. Crypto-shredding the
+    submission deletes its notes (``submissions.shred_submission``).
+    """
+
+    __tablename__ = "notes"
+    __table_args__ = (
+        Index("ix_notes_submission_created", "submission_id", "created_at"),
+        CheckConstraint("sealed_payload IS NOT NULL", name="sealed"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    submission_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("submissions.id"))
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def seal_binding(self) -> str:
+        """Bound to its submission too: a note copied onto another submission will not open."""
+        if self.id is None or self.submission_id is None:
+            raise ValueError("set the note's id and submission before sealing")
+        return f"{self.__tablename__}:{self.id}:submissions:{self.submission_id}"
+
+
+SEALED_MODELS: tuple[type[SealedMixin], ...] = (Submission, Note)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from intake import audit
 from intake.keys import claim_for_sealing
-from intake.models import Submission, utcnow, uuid7
+from intake.models import Note, Submission, utcnow, uuid7
 from intake.sealing import Keyring, SealedBlob, SealingError
 
 # Crockford-style alphabet without 0/O, 1/I/L and U: easy to read aloud and type on a phone.
@@ -313,6 +313,7 @@ def shred_submission(session: Session, submission: Submission, *, actor: str, re
     session.refresh(submission, with_for_update=True)
     if submission.shredded_at is not None:
         return
+    session.execute(delete(Note).where(Note.submission_id == submission.id))  # sealed PHI too
     submission.key_id = None
     submission.wrapped_key = None
     submission.sealed_payload = None
