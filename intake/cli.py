@@ -1,4 +1,4 @@
-"""Command line: ``flask --app intake keys|audit|users|dev ...``."""
+"""Command line: ``flask --app intake keys|audit|users|dev|purge-expired ...``."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import click
 import flask_migrate
 import segno
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from intake import accounts, audit
+from intake import accounts, audit, retention
 from intake import keys as key_service
 from intake.config import DEV_SECRET_PREFIX, INSTANCE_CONFIG_FILE, is_production
+from intake.database import checkpoint, read_only
 from intake.extensions import db
 from intake.models import ROLES, User
 from intake.sealing import (
@@ -180,6 +182,47 @@ def audit_verify() -> None:
         sys.exit(1)
 
 
+# ---------------------------------------------------------------------------- retention
+
+
+@click.command("purge-expired")
+@click.option("--dry-run", is_flag=True, help="Only count what would be shredded; change nothing.")
+@click.option(
+    "--batch-size",
+    default=retention.DEFAULT_BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+)
+@with_appcontext
+def purge_expired(dry_run: bool, batch_size: int) -> None:
+    """Crypto-shred submissions whose authorization has expired (daily, from cron).
+
+    Exit 0 when done (also when there was nothing to do), 1 when it stopped: what it
+    committed stays shredded, and the next run carries on.
+    """
+    if dry_run:
+        read_only(session())
+        expired = retention.count_expired(session())
+        click.echo(f"{expired} submissions have an expired authorization (dry run: none shredded)")
+        return
+    try:
+        result = retention.purge_expired(
+            session(), actor=cli_actor(), commit=session().commit, batch_size=batch_size
+        )
+    except SQLAlchemyError as error:
+        db.session.rollback()
+        raise click.ClickException(
+            f"purge stopped ({type(error).__name__}); batches already committed stay shredded, "
+            "run it again to carry on"
+        ) from error
+    click.echo(
+        f"shredded {result.shredded} of {result.expired} submissions with an expired "
+        f"authorization, in {result.batches} batch{'' if result.batches == 1 else 'es'}"
+    )
+    if not checkpoint(session()):
+        click.echo("note: WAL checkpoint deferred; the next checkpoint finishes it", err=True)
+
+
 # ---------------------------------------------------------------------------- users
 
 
@@ -331,3 +374,4 @@ def _ensure_dev_secret(instance: Path) -> bool:
 def register_commands(app: Flask) -> None:
     for group in (keys_cli, audit_cli, users_cli, dev_cli):
         app.cli.add_command(group)
+    app.cli.add_command(purge_expired)

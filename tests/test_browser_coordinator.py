@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
@@ -11,10 +12,13 @@ from flask import Flask
 from playwright.sync_api import Page, expect
 
 from intake.coordinator.auth import CLOCK_EXTENSION
-from tests.factories import StaffAccount, make_user, next_code
+from intake.extensions import db
+from intake.keys import current_keyring
+from tests.factories import StaffAccount, make_submission, make_user, next_code
 
 pytestmark = pytest.mark.browser
 SECOND_STEP = re.compile("^(Set up two-step verification|Enter your code)$")
+HOME_HEADING = re.compile("^(Submissions|Staff home)$")  # the list, or an auditor's home
 
 
 @pytest.fixture
@@ -29,15 +33,7 @@ def assert_accessible(page: Page) -> None:
 
 def sign_in(page: Page, base: str, account: StaffAccount) -> None:
     """From the dashboard's address: the password page, then the code (or set-up) page."""
-    page.goto(base + "/coordinator/")
-    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
-    page.get_by_label("Email address").fill(account.email)
-    page.get_by_label("Password").fill(account.password)
-    page.get_by_role("button", name="Continue").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text(SECOND_STEP)
-    page.get_by_label("6-digit code").fill(next_code(account))
-    page.get_by_role("button", name=re.compile("^(Finish setting up|Sign in)$")).click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Staff home")
+    _sign_in_to(page, base + "/coordinator/", account, HOME_HEADING)
 
 
 def test_sign_in_with_password_and_totp_then_out_again(
@@ -58,7 +54,7 @@ def test_sign_in_with_password_and_totp_then_out_again(
     page.get_by_label("6-digit code").fill(next_code(admin))
     page.get_by_role("button", name="Finish setting up").click()
 
-    expect(page.get_by_role("heading", level=1)).to_have_text("Staff home")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Submissions")
     expect(page.get_by_text(f"Signed in as {admin.email} (admin)")).to_be_visible()
     assert_accessible(page)
 
@@ -71,7 +67,7 @@ def test_sign_in_with_password_and_totp_then_out_again(
     assert_accessible(page)
     page.get_by_label("6-digit code").fill(next_code(admin))
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Staff home")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Submissions")
     assert not errors, errors  # CSP violations would show up here
 
 
@@ -148,3 +144,139 @@ def test_link_from_another_site_keeps_the_user_signed_in(
     page.locator("#out").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("User accounts")
     assert page.url == live_server + "/coordinator/users"
+
+
+def _seed_submissions(app: Flask, count: int = 9) -> None:
+    """Submissions through the real service, spread over a few weeks and cancer types."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from intake.extensions import db
+    from intake.keys import current_keyring
+    from intake.models import Submission
+    from intake.vocabulary import vocabulary
+    from tests.factories import make_submission
+
+    types = list(vocabulary().types)[:3]
+    statuses = ("new", "in_review", "referred", "not_eligible")
+    with app.app_context():
+        for number in range(count):
+            row = make_submission(db.session(), current_keyring(), f"CHART{number}")
+            db.session.execute(
+                update(Submission)
+                .where(Submission.id == row.id)
+                .values(
+                    received_at=datetime.now(UTC) - timedelta(days=5 * number),
+                    cancer_type=types[number % len(types)],
+                    status=statuses[number % len(statuses)],
+                )
+            )
+        db.session.commit()
+
+
+def _sign_in_to(page: Page, url: str, account: StaffAccount, heading: str) -> None:
+    """Open ``url``, sign in on the way (password, then the code), and land back on it."""
+    page.goto(url)
+    page.get_by_label("Email address").fill(account.email)
+    page.get_by_label("Password").fill(account.password)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(SECOND_STEP)
+    page.get_by_label("6-digit code").fill(next_code(account))
+    page.get_by_role("button", name=re.compile("^(Finish setting up|Sign in)$")).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+
+
+def test_charts_and_audit_pages_are_accessible(
+    page: Page, live_server: str, live_app: Flask, admin: StaffAccount
+) -> None:
+    _seed_submissions(live_app)
+    _sign_in_to(page, live_server + "/coordinator/charts", admin, "Charts")
+    weekly = page.get_by_role("img", name=re.compile("^Submissions per week, by cancer type"))
+    expect(weekly).to_be_visible()
+    assert weekly.evaluate("node => node.tagName") == "svg"
+    expect(
+        page.get_by_role("img", name=re.compile("^Submissions by current status"))
+    ).to_be_visible()
+    expect(page.locator("#weekly-table tfoot")).to_contain_text("9")
+    assert_accessible(page)
+
+    page.get_by_role("link", name="Audit trail").first.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Audit trail")
+    expect(page.locator("#chain-state")).to_contain_text("Intact.")
+    assert_accessible(page)
+    page.get_by_label("Action").select_option("auth.login")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#audit-table tbody tr")).to_have_count(1)
+    expect(page.locator("#audit-table")).to_contain_text(admin.email)
+    assert_accessible(page)
+    page.get_by_label("Actor").fill("someone@example.org")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("alert")).to_contain_text("Enter an actor code")
+    assert_accessible(page)
+
+
+def test_auditors_see_charts_and_the_audit_trail_at_320_px(
+    page: Page, live_server: str, live_app: Flask
+) -> None:
+    auditor = make_user(live_app, role="auditor")
+    _seed_submissions(live_app, 3)
+    page.set_viewport_size({"width": 320, "height": 640})
+    _sign_in_to(page, live_server + "/coordinator/charts", auditor, "Charts")
+    for path, heading in (("/coordinator/charts", "Charts"), ("/coordinator/audit", "Audit trail")):
+        page.goto(live_server + path)
+        expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, path
+        assert_accessible(page)
+
+
+# ---------------------------------------------------------------------------- triage
+
+
+def test_triage_filter_open_change_status_note_and_export(
+    page: Page, live_server: str, live_app: Flask, admin: StaffAccount
+) -> None:
+    with live_app.app_context():
+        lung = make_submission(db.session(), current_keyring(), "BROWSER", cancer_type="lung_nsclc")
+        make_submission(db.session(), current_keyring(), "OTHER", cancer_type="breast")
+        db.session.commit()
+        reference = lung.reference
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    sign_in(page, live_server, admin)
+    assert_accessible(page)
+
+    page.get_by_text("Filter the list").click()
+    page.get_by_label("Cancer type").select_option("lung_nsclc")
+    page.get_by_label("Status", exact=True).select_option("new")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.get_by_role("link", name=reference)).to_be_visible()
+    assert "lung_nsclc" in page.url and "NAME-" not in page.content()
+    assert_accessible(page)
+
+    page.get_by_role("link", name=reference).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(f"Submission {reference}")
+    expect(page.get_by_text("NAME-BROWSER")).to_be_visible()
+    assert_accessible(page)
+
+    page.get_by_label("New status").select_option("in_review")
+    page.get_by_role("button", name="Change status").click()
+    expect(page.get_by_text("Status changed to In review.")).to_be_visible()
+    page.get_by_label("Add a note").fill("Left a voicemail")
+    page.get_by_role("button", name="Add note").click()
+    expect(page.get_by_text("Note added.")).to_be_visible()
+    expect(page.get_by_text("Left a voicemail")).to_be_visible()
+    assert_accessible(page)
+
+    page.get_by_role("link", name="Back to the list").click()
+    page.get_by_label("Reason for exporting").select_option("quality_review")
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Export CSV").click()
+    download = download_info.value
+    content = Path(download.path()).read_bytes()
+    assert content.startswith("\ufeff".encode()) and reference.encode() in content
+    assert download.suggested_filename.endswith(".csv")
+    assert not errors, errors

@@ -9,16 +9,23 @@ from __future__ import annotations
 from typing import NoReturn
 
 from flask import abort, render_template
+from flask.typing import ResponseReturnValue
 
-from intake.coordinator import auth, bp, users
-from intake.coordinator.auth import login_required
+from intake.coordinator import audit_view, auth, bp, charts, export, triage, users
+from intake.coordinator.auth import current_user, login_required
+from intake.triage import TRIAGE_ROLES
 
-__all__ = ["auth", "bp", "users"]  # importing auth and users registers their routes on bp
+# Importing these modules registers their routes on bp.
+__all__ = ["audit_view", "auth", "bp", "charts", "export", "triage", "users"]
 
 
 @bp.get("/")
 @login_required()
-def home() -> str:
+def home() -> ResponseReturnValue:
+    """The submissions list for those who triage; auditors get a page of what they may see."""
+    user = current_user()
+    if user is not None and user.role in TRIAGE_ROLES:
+        return triage.list_page()
     return render_template("coordinator/home.html")
 
 
