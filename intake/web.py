@@ -26,7 +26,7 @@ from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from intake.config import is_production
 from intake.database import read_only
@@ -150,6 +150,20 @@ def render_unexpected(error: Exception) -> tuple[str, int]:
     return _error_page(500)
 
 
+def refuse_unbounded_bodies() -> None:
+    """A body sent without a length (chunked) must stay under MAX_CONTENT_LENGTH too.
+
+    Werkzeug stops reading such a body at the limit without an error, so the form would be
+    parsed from its first bytes and the rest dropped. Read it here, at most up to the limit,
+    and answer 413 when it reaches the limit, as a body with a too-large Content-Length gets.
+    """
+    if request.content_length is not None or "Transfer-Encoding" not in request.headers:
+        return
+    request.get_data(cache=True)  # reads at most MAX_CONTENT_LENGTH bytes
+    if getattr(request.stream, "is_exhausted", False):
+        raise RequestEntityTooLarge()
+
+
 def healthz() -> Response:
     """The process is alive. Touches nothing else, so it stays cheap."""
     return jsonify(status="ok")
@@ -180,6 +194,8 @@ def init_app(app: Flask) -> None:
     logging.getLogger("flask-limiter").addFilter(_without_client_address)
     app.session_interface = IntakeSessionInterface()
     app.after_request(set_security_headers)
+    # First of all hooks: CSRFProtect's, registered earlier, would read a truncated form.
+    app.before_request_funcs.setdefault(None, []).insert(0, refuse_unbounded_bodies)
     app.register_error_handler(HTTPException, render_error)
     app.register_error_handler(Exception, render_unexpected)
     app.add_url_rule("/healthz", "healthz", healthz)

@@ -24,14 +24,24 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
+from bench.load import postgres_bin, run_as_postgres
 from intake import create_app
 from intake.extensions import db
 from intake.sealing import generate_key
+from tests.factories import StaffAccount, login, make_user
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
-TABLES = ("submissions", "sealing_keys", "audit_events", "audit_head", "users", "login_throttles")
+TABLES = (
+    "notes",
+    "submissions",
+    "sealing_keys",
+    "audit_events",
+    "audit_head",
+    "users",
+    "login_throttles",
+)
 
 
 def require(available: bool, what: str, how: str) -> None:
@@ -93,25 +103,6 @@ class PostgresServer:
         return result.stdout
 
 
-def _postgres_bin() -> Path | None:
-    """Debian's newest PostgreSQL, or the folder named by INTAKE_TEST_PG_BIN (other systems)."""
-    override = os.environ.get("INTAKE_TEST_PG_BIN")
-    if override:
-        return Path(override) if (Path(override) / "initdb").exists() else None
-    root = Path("/usr/lib/postgresql")
-    if not root.is_dir():
-        return None
-    versions = sorted(
-        (p for p in root.iterdir() if p.name.isdigit() and (p / "bin" / "initdb").exists()),
-        key=lambda p: int(p.name),
-    )
-    return versions[-1] / "bin" if versions else None
-
-
-def _as_postgres(command: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """A throwaway cluster started for this test session (or INTAKE_TEST_POSTGRES_URL)."""
@@ -119,7 +110,7 @@ def postgres() -> Iterator[PostgresServer]:
     if external:
         yield _external_postgres(external)
         return
-    bin_dir = _postgres_bin()
+    bin_dir = postgres_bin()
     require(bin_dir is not None, "PostgreSQL", "install it with `apt-get install postgresql`")
     assert bin_dir is not None
     base = Path(tempfile.mkdtemp(prefix="intake-pg-"))
@@ -132,7 +123,7 @@ def postgres() -> Iterator[PostgresServer]:
     )
     try:
         _run(
-            _as_postgres(
+            run_as_postgres(
                 [
                     str(bin_dir / "initdb"),
                     "-D",
@@ -149,7 +140,7 @@ def postgres() -> Iterator[PostgresServer]:
             )
         )
         _run(
-            _as_postgres(
+            run_as_postgres(
                 [
                     str(bin_dir / "pg_ctl"),
                     "-D",
@@ -186,7 +177,7 @@ def postgres() -> Iterator[PostgresServer]:
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run(
-                _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+                run_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
                 check=False,
                 capture_output=True,
             )
@@ -446,3 +437,19 @@ def live_server(live_app: Flask, chromium_path: str) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------- staff
+
+
+@pytest.fixture
+def admin(app: Flask) -> StaffAccount:
+    return make_user(app, role="admin")
+
+
+@pytest.fixture
+def admin_client(app: Flask, admin: StaffAccount) -> FlaskClient:
+    """A test client signed in as an admin, through the real password and code pages."""
+    client = app.test_client()
+    login(client, admin)
+    return client
