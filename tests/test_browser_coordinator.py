@@ -280,3 +280,40 @@ def test_triage_filter_open_change_status_note_and_export(
     assert content.startswith("\ufeff".encode()) and reference.encode() in content
     assert download.suggested_filename.endswith(".csv")
     assert not errors, errors
+
+
+def test_search_signed_text_and_conflict_pages_are_accessible(
+    page: Page, live_server: str, live_app: Flask, admin: StaffAccount
+) -> None:
+    """The triage pages a coordinator meets less often pass axe-core too."""
+    with live_app.app_context():
+        made = make_submission(db.session(), current_keyring(), "SEARCHME")
+        db.session.commit()
+        reference = made.reference
+    sign_in(page, live_server, admin)
+    page.get_by_label("Email address").fill("email-searchme@example.org")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("link", name=reference)).to_be_visible()
+    assert "searchme" not in page.url.lower()  # the email went by POST, never into the URL
+    assert_accessible(page)
+
+    page.get_by_role("link", name=reference).click()
+    detail = page.url
+    other = page.context.new_page()  # the same record open in a second tab
+    other.goto(detail)
+    page.get_by_role("link", name="Read the exact text signed").click()
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    assert_accessible(page)
+
+    other.get_by_label("New status").select_option("in_review")
+    other.get_by_role("button", name="Change status").click()
+    page.goto(detail)
+    stale = page.context.new_page()
+    stale.goto(detail)
+    page.get_by_label("New status").select_option("contacted")
+    page.get_by_role("button", name="Change status").click()
+    stale.get_by_label("New status").select_option("not_eligible")
+    stale.get_by_role("button", name="Change status").click()  # written by someone else since
+    expect(stale.get_by_role("heading", level=1)).to_be_visible()
+    expect(stale.get_by_text("Someone else changed this submission")).to_be_visible()
+    assert_accessible(stale)
