@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -195,6 +195,7 @@ class BatchResult:
     rewrapped: int
     failed: list[FailedRow]  # rows whose sealed data did not open
     remaining: bool
+    cursor: dict[str, uuid.UUID]  # per table, the last id this batch looked at
 
 
 @dataclass(frozen=True)
@@ -204,29 +205,38 @@ class RotationResult:
 
 
 def rewrap_batch(
-    session: Session, keyring: Keyring, batch_size: int, *, skip: Collection[uuid.UUID] = ()
+    session: Session,
+    keyring: Keyring,
+    batch_size: int,
+    *,
+    after: Mapping[str, uuid.UUID] | None = None,
 ) -> BatchResult:
     """Move up to ``batch_size`` rows onto the newest key. Flushes; the caller commits.
 
     A row whose data key does not open (damaged, tampered) stays where it is and is reported,
-    so one bad row cannot stop the rotation of every row behind it. ``skip`` holds the ids
-    already reported, so later batches move past them.
+    so one bad row cannot stop the rotation of every row behind it. Pass the previous batch's
+    ``cursor`` as ``after``: each batch then starts where the last one stopped, past the rows
+    already moved and those reported, instead of walking the table from its start (which made
+    a rotation quadratic in the number of rows).
     """
     target = keyring.sealing_key_id
     claim_for_sealing(session, target)
+    cursor = dict(after or {})
     budget, rewrapped, failed = batch_size, 0, list[FailedRow]()
     for model in SEALED_MODELS:
         if budget == 0:
             break
-        rows = _rows_to_move(session, model, target, budget, skip)
+        rows = _rows_to_move(session, model, target, budget, cursor.get(model.__tablename__))
         budget -= len(rows)
+        if rows:
+            cursor[model.__tablename__] = rows[-1].id
         for row in rows:
             if _rewrap_row(keyring, row):
                 rewrapped += 1
             else:
                 failed.append(FailedRow(row.id, row.seal_binding()))
     session.flush()
-    return BatchResult(rewrapped, failed, remaining=budget == 0)
+    return BatchResult(rewrapped, failed, remaining=budget == 0, cursor=cursor)
 
 
 def _rows_to_move(
@@ -234,17 +244,18 @@ def _rows_to_move(
     model: type[SealedMixin],
     target: str,
     limit: int,
-    skip: Collection[uuid.UUID],
+    after: uuid.UUID | None,
 ) -> list[SealedMixin]:
     query = select(model).where(model.key_id.is_not(None), model.key_id != target)
-    if skip:
-        query = query.where(model.id.not_in(list(skip)))
+    if after is not None:
+        query = query.where(model.id > after)
     # Wait for a row someone is editing; skipping it would leave it behind.
     return list(session.scalars(query.order_by(model.id).limit(limit).with_for_update()))
 
 
 def _rewrap_row(keyring: Keyring, row: SealedMixin) -> bool:
-    assert row.key_id and row.wrapped_key and row.sealed_payload  # guaranteed by the query
+    # Type narrowing only: the query selects rows with all three set.
+    assert row.key_id and row.wrapped_key and row.sealed_payload  # nosec B101
     blob = SealedBlob(row.key_id, row.wrapped_key, row.sealed_payload)
     try:
         moved = keyring.rewrap(blob, binding=row.seal_binding())
@@ -278,9 +289,10 @@ def rotate(
         details={"pending_rows": pending},
     )
     commit()
-    total, failed = 0, list[FailedRow]()
+    total, failed, cursor = 0, list[FailedRow](), dict[str, uuid.UUID]()
     while True:
-        result = rewrap_batch(session, keyring, batch_size, skip=[row.id for row in failed])
+        result = rewrap_batch(session, keyring, batch_size, after=cursor)
+        cursor = result.cursor
         for row in result.failed:
             audit.record(session, actor=actor, action="keys.rewrap_failed", target=row.binding)
         commit()

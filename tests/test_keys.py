@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from intake import keys as key_service
@@ -75,6 +75,29 @@ def test_rotation_moves_every_row_and_all_still_open(app: Flask, keys_dir: Path)
         assert finished is not None
         assert finished.details == '{"failed_rows":0,"remaining_rows":0,"rewrapped_rows":60}'
         assert finished.target == new_key
+
+
+def test_each_batch_starts_where_the_last_one_stopped(app: Flask, keys_dir: Path) -> None:
+    """Batches walk forward by id: none re-reads the rows behind it (rotation stays linear)."""
+    _seed(app, 30)
+    generate_key(keys_dir)
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
+        statements.append(sql)
+
+    with app.app_context():
+        keyring = reload_keyring()
+        first = key_service.rewrap_batch(db.session(), keyring, 10)
+        db.session.commit()
+        event.listen(db.engine, "before_cursor_execute", record)
+        second = key_service.rewrap_batch(db.session(), keyring, 10, after=first.cursor)
+        db.session.commit()
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert first.rewrapped == second.rewrapped == 10
+    assert second.cursor["submissions"] > first.cursor["submissions"]
+    [select_rows] = [sql for sql in statements if "FROM submissions" in sql and "LIMIT" in sql]
+    assert "submissions.id >" in select_rows
 
 
 class Interrupted(Exception):
