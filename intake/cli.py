@@ -342,6 +342,65 @@ def dev_init() -> None:
     _ensure_demo_user()
 
 
+@dev_cli.command("seed")
+@click.argument("count", type=click.IntRange(1, 10_000_000))
+@click.option("--batch", default=5000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--seed", "seed_value", default=42, show_default=True, help="Shapes the data.")
+@click.option(
+    "--days",
+    default=700,
+    show_default=True,
+    type=click.IntRange(1, 3650),
+    help="Spread received dates over this many past days.",
+)
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(0, 64),
+    help="Sealing processes (default: one per core for large runs; 0: in this process).",
+)
+def dev_seed(count: int, batch: int, seed_value: int, days: int, workers: int | None) -> None:
+    """Insert COUNT realistic sealed submissions in bulk, for benchmarks (one audit row)."""
+    if is_production(current_app.config):
+        raise click.ClickException("`dev seed` makes fake submissions; refused in production")
+    import time
+
+    from intake import seeding
+
+    keyring = key_service.current_keyring()
+    try:
+        folder: Path | None = key_service.keys_dir()
+    except SealingError:
+        folder = None
+    started, done = time.monotonic(), 0
+
+    def progress(rows: int) -> None:
+        nonlocal done
+        done += rows
+        elapsed = time.monotonic() - started
+        rate = done / elapsed if elapsed else 0.0
+        click.echo(f"  {done:>10,} / {count:,} rows  {elapsed:7.1f} s  {rate:9,.0f} rows/s")
+
+    result = seeding.seed(
+        session(),
+        keyring,
+        count,
+        batch=batch,
+        seed_value=seed_value,
+        days=days,
+        keys_dir=folder,
+        passphrase=key_service.passphrase(),
+        workers=workers,
+        actor=cli_actor(),
+        on_batch=progress,
+    )
+    elapsed = time.monotonic() - started
+    click.echo(
+        f"seeded {result.inserted:,} submissions ({result.withdrawn:,} withdrawn) "
+        f"in {elapsed:.1f} s, {result.inserted / elapsed:,.0f} rows/s"
+    )
+
+
 def _ensure_demo_user() -> None:
     """A demo coordinator (admin role, so every staff page is reachable), made once."""
     if accounts.find_user(session(), DEMO_EMAIL) is not None:
