@@ -156,23 +156,26 @@ def receive_submission(
     if existing is not None:
         return _replay(existing, code)
     try:
-        with session.begin_nested():
-            submission = store_submission(
-                session,
-                keyring,
-                facts,
-                sealed_fields,
-                email=email,
-                birthday=birthday,
-                submit_token_hash=token_digest,
-            )
+        # The row's INSERT runs in a savepoint of its own (see _add_with_unique_reference),
+        # before anything else is written: losing the race at the token's unique index undoes
+        # only that INSERT, and the winner can be read in the same transaction.
+        submission = store_submission(
+            session,
+            keyring,
+            facts,
+            sealed_fields,
+            email=email,
+            birthday=birthday,
+            submit_token_hash=token_digest,
+            withdrawal_code=code,
+        )
     except IntegrityError:
+        if not session.is_active:  # not the INSERT's savepoint: the transaction is lost
+            raise
         existing = _by_token(session, token_digest)
         if existing is None:
             raise
         return _replay(existing, code)
-    submission.withdrawal_code_hash = _withdrawal_digest(keyring, submission.reference, code)
-    session.flush()
     return Receipt(submission.reference, code)
 
 
@@ -218,8 +221,13 @@ def store_submission(
     email: str | None = None,
     birthday: date | None = None,
     submit_token_hash: bytes | None = None,
+    withdrawal_code: str | None = None,
 ) -> Submission:
-    """Seal ``sealed_fields`` and add the row; audited as received."""
+    """Seal ``sealed_fields`` and add the row; audited as received.
+
+    With ``withdrawal_code``, the row's ``withdrawal_code_hash`` (which depends on the
+    reference) is set before its INSERT, for whichever reference is finally drawn.
+    """
     submission = Submission(
         id=uuid7(),
         received_at=utcnow(),
@@ -245,7 +253,7 @@ def store_submission(
         submission.email_index = keyring.email_index(email)
         if birthday:
             submission.email_birthday_index = keyring.email_birthday_index(email, birthday)
-    _add_with_unique_reference(session, submission)
+    _add_with_unique_reference(session, submission, keyring, withdrawal_code)
     audit.record(
         session,
         actor="patient",
@@ -256,9 +264,20 @@ def store_submission(
     return submission
 
 
-def _add_with_unique_reference(session: Session, submission: Submission) -> None:
+def _add_with_unique_reference(
+    session: Session, submission: Submission, keyring: Keyring, withdrawal_code: str | None
+) -> None:
+    """INSERT ``submission`` under a fresh reference, drawing again on a collision.
+
+    Each attempt runs in its own savepoint, so a failed INSERT leaves the rest of the
+    transaction as it was; an IntegrityError other than a reference collision is raised.
+    """
     for _attempt in range(REFERENCE_ATTEMPTS):
         submission.reference = new_reference()
+        if withdrawal_code is not None:
+            submission.withdrawal_code_hash = _withdrawal_digest(
+                keyring, submission.reference, withdrawal_code
+            )
         try:
             with session.begin_nested():
                 session.add(submission)

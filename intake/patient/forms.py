@@ -81,6 +81,13 @@ class IntakeForm(FlaskForm):
     class Meta:
         csrf = False  # the app-wide CSRFProtect checks every POST before the view runs
 
+        def get_translations(self, form: Any) -> None:
+            """No WTForms catalog: every label and message on the page comes from our own.
+
+            Flask-WTF would read and parse WTForms' own catalog from disk on every request,
+            only to translate default field labels that the templates never show.
+            """
+
     def __init__(self, **kwargs: Any) -> None:
         # Only the request's text fields. Flask-WTF would also read file parts and a JSON
         # body, whose values are not strings (a file, a number, a list): a 500 on every rule.

@@ -67,6 +67,8 @@ def clean_text(raw: str, *, max_length: int, multiline: bool = False) -> str:
 
 def printable(raw: str) -> str:
     """A value safe to put back in a form: the same text minus characters HTML cannot carry."""
+    if raw.isprintable():  # the usual case: every character it drops is non-printable
+        return raw
     return "".join(char for char in raw if char in "\r\n" or not _is_forbidden_char(char))
 
 
@@ -227,8 +229,13 @@ def _sort_key(label: str) -> str:
     return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
 
 
+@cache
+def _country_codes() -> frozenset[str]:
+    return frozenset(code for code, _name in country_names("en"))
+
+
 def is_country(code: str) -> bool:
-    return any(code == known for known, _name in country_names("en"))
+    return code in _country_codes()
 
 
 def birthday_from_parts(day: str, month: str, year: str, *, today: date) -> date:

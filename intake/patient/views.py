@@ -37,7 +37,7 @@ from intake.keys import current_keyring
 from intake.models import utcnow
 from intake.patient.counters import count
 from intake.patient.forms import CleanSubmission, IntakeForm, clean_source
-from intake.patient.validation import country_names
+from intake.patient.options import cancer_options, country_options
 from intake.patient.withdrawal import WithdrawForm
 from intake.sealing import SealingError
 from intake.submissions import (
@@ -205,10 +205,10 @@ def _render_form(
         errors=errors or {},
         note=NOTES.get(note or ""),
         consent_text=text,
-        groups=vocabulary().grouped(),
+        cancer_options=cancer_options(language, form.value("cancer_type")),
         other_code=OTHER_CODE,
         other_label=vocabulary().label(OTHER_CODE, language),
-        countries=country_names(language),
+        country_options=country_options(language, form.value("country")),
         embedded=embedded,
         language=language,
         action=url_for("patient.embed" if embedded else "patient.form", lang=language),
