@@ -16,7 +16,7 @@ from typing import Any
 
 ENV_PREFIX = "INTAKE_"
 INSTANCE_CONFIG_FILE = "config.toml"
-DEV_SECRET_PREFIX = "dev-"  # noqa: S105 - a marker that production refuses, not a secret
+DEV_SECRET_PREFIX = "dev-"  # noqa: S105  # nosec B105  # a marker production refuses
 MIN_SECRET_LENGTH = 32
 MIN_PASSPHRASE_LENGTH = 24
 SURFACES = ("all", "patient", "coordinator")

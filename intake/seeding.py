@@ -286,8 +286,9 @@ def make_chunk(
 ) -> list[dict[str, Any]]:
     """``count`` sealed rows (without their reference), deterministic in their facts."""
     keyring = keyring or _worker_keyring
-    assert keyring is not None, "worker not initialised"
-    rng = random.Random(f"{setting.seed}:{chunk}")  # noqa: S311 - shapes fake data, no secret
+    if keyring is None:
+        raise RuntimeError("sealing worker not initialised")
+    rng = random.Random(f"{setting.seed}:{chunk}")  # noqa: S311  # nosec B311  # fake data only
     weights = cancer_weights(setting.cancer_types)
     key_id = keyring.sealing_key_id
     sources, source_weights = list(SOURCE_WEIGHTS), list(SOURCE_WEIGHTS.values())

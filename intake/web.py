@@ -22,8 +22,11 @@ from flask import (
     request,
 )
 from flask.sessions import SecureCookieSessionInterface
-from flask_babel import get_locale
+from flask_babel import get_locale, get_translations
 from flask_babel import lazy_gettext as _l
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -190,6 +193,47 @@ def readyz() -> tuple[Response, int]:
     return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
 
 
+def _gettext_with(translations: Any) -> Any:
+    """Jinja's new-style ``gettext`` (as Flask-Babel installs it) over one catalog."""
+
+    @pass_context
+    def gettext(context: Context, string: str, /, **variables: Any) -> str:
+        text: str = translations.ugettext(string)
+        if context.eval_ctx.autoescape:
+            text = Markup(text)  # noqa: S704  # nosec B704  # our own catalog, as Jinja's i18n does
+        return text % variables  # Markup % escapes the variables, as Jinja's own does
+
+    return gettext
+
+
+def _ngettext_with(translations: Any) -> Any:
+    """Jinja's new-style ``ngettext`` (as Flask-Babel installs it) over one catalog."""
+
+    @pass_context
+    def ngettext(
+        context: Context, singular: str, plural: str, num: int, /, **variables: Any
+    ) -> str:
+        variables.setdefault("num", num)
+        text: str = translations.ungettext(singular, plural, num)
+        if context.eval_ctx.autoescape:
+            text = Markup(text)  # noqa: S704  # nosec B704  # our own catalog, as Jinja's i18n does
+        return text % variables  # Markup % escapes the variables, as Jinja's own does
+
+    return ngettext
+
+
+def bind_translations() -> dict[str, Any]:
+    """Look the catalog up once per render, not once per ``_()`` in the template.
+
+    Flask-Babel's template globals find the request's catalog on every call (three lookups
+    of ``g`` each); a page like the patient form makes about 35 calls. The catalog cannot
+    change during a render, so the context gets ``gettext``/``ngettext`` bound to it (macros
+    imported without context keep using the globals, which give the same text).
+    """
+    translations = get_translations()
+    return {"gettext": _gettext_with(translations), "ngettext": _ngettext_with(translations)}
+
+
 def init_app(app: Flask) -> None:
     logging.getLogger("flask-limiter").addFilter(_without_client_address)
     app.session_interface = IntakeSessionInterface()
@@ -201,3 +245,4 @@ def init_app(app: Flask) -> None:
     app.add_url_rule("/healthz", "healthz", healthz)
     app.add_url_rule("/readyz", "readyz", readyz)
     app.jinja_env.globals["get_locale"] = get_locale
+    app.context_processor(bind_translations)

@@ -279,7 +279,9 @@ def weekly_svg(chart: WeeklyChart, ids: str = "weekly") -> Markup:
         *_legend(chart.series, ids, PLOT_TOP + PLOT_HEIGHT + 44),
         "</svg>",
     ]
-    return Markup("".join(parts))  # noqa: S704 - every text in it went through escape()
+    svg = "".join(parts)
+    # Every text in it went through escape(); numbers and ids are formatted by the code.
+    return Markup(svg)  # noqa: S704  # nosec B704
 
 
 def _y(value: float, top: int) -> float:
@@ -380,7 +382,9 @@ def funnel_svg(counts: Sequence[StatusCount], ids: str = "funnel") -> Markup:
         parts.extend(_funnel_row(item, ids, y, biggest, series[item.outcome].pattern))
         y += FUNNEL_ROW
     parts.append("</svg>")
-    return Markup("".join(parts))  # noqa: S704 - every text in it went through escape()
+    svg = "".join(parts)
+    # Every text in it went through escape(); numbers and ids are formatted by the code.
+    return Markup(svg)  # noqa: S704  # nosec B704
 
 
 def _funnel_row(item: StatusCount, ids: str, y: float, biggest: int, pattern: int) -> list[str]:
