@@ -41,6 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wtforms.fields.core import UnboundField
+
 from bench.load import (
     BIN,
     HOST,
@@ -54,6 +56,7 @@ from bench.load import (
     valid_answers,
     visit,
 )
+from intake.patient.forms import IntakeForm
 
 SCANNERS = ROOT / "bench" / ".scanners"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -64,26 +67,11 @@ STAFF_PASSWORD = "scanner-password-for-tests-only"
 # Any value of the right shape is a valid idempotency token; sqlmap randomizes it per request so
 # every POST is a new submission rather than a replay of the first one.
 FORM_TOKEN = "scanTOKENabcdefghijklmnopqrstuvwxyz0123456789"
+# Every field the intake form reads except its idempotency token (randomized above).
 PATIENT_FIELDS = [
-    "filler",
-    "representative_authority",
-    "cancer_type",
-    "cancer_other",
-    "birth_day",
-    "birth_month",
-    "birth_year",
-    "full_name",
-    "email",
-    "phone",
-    "postal_code",
-    "country",
-    "contact_method",
-    "agree",
-    "signature",
-    "source",
-    "consent_version",
-    "consent_language",
-    "website",
+    name
+    for name, field in vars(IntakeForm).items()
+    if isinstance(field, UnboundField) and name != "form_token"
 ]
 
 
