@@ -23,7 +23,6 @@ Results go to bench/results/dashboard-<timestamp>.json with the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,8 +34,8 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import RESULTS, machine, percentile
-from bench.scale import DEFAULT_DATA_DIR, Instance, instances
+from bench.load import percentile
+from bench.scale import DEFAULT_DATA_DIR, Instance, instances, machine_record, write_results
 
 
 class Probe:
@@ -201,15 +200,7 @@ def main() -> None:
                         "scenarios": measure(instance, args.repeat, args.deep),
                     }
                 )
-    report["machine"] = machine(pg_version) | {"load_average": load_before}
-    report["machine"]["load_average_after"] = os.getloadavg()
-
-    m = report["machine"]
-    print(
-        f"\nmachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, SQLite {m['sqlite']}"
-        + (f", {m['postgresql']}" if m["postgresql"] else "")
-    )
-    print(f"load average before/after: {m['load_average']} / {m['load_average_after']}\n")
+    report["machine"] = machine_record(pg_version, load_before)
     names = list(report["runs"][0]["scenarios"])
     columns = [(run["database"], run["rows"]) for run in report["runs"]]
     print("p50 / p95 ms (SQL statements per request)\n")
@@ -231,10 +222,7 @@ def main() -> None:
         "\nworst list p95 (target ≤ 50 ms): "
         + ", ".join(f"{d} {r:,}: {v:.1f} ms" for (d, r), v in worst.items())
     )
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"dashboard-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"written to {path.relative_to(Path(__file__).resolve().parent.parent)}")
+    write_results("dashboard", report)
 
 
 if __name__ == "__main__":

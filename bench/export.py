@@ -31,8 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import RESULTS, ROOT, machine
-from bench.scale import DEFAULT_DATA_DIR, Instance, instances
+from bench.load import ROOT
+from bench.scale import DEFAULT_DATA_DIR, Instance, instances, machine_record, write_results
 
 
 def vm_hwm_kib() -> int:
@@ -164,15 +164,9 @@ def main() -> None:
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
-        "machine": machine(pg_version)
-        | {"load_average": load_before, "load_average_after": os.getloadavg()},
+        "machine": machine_record(pg_version, load_before),
         "runs": runs,
     }
-    m = report["machine"]
-    print(
-        f"\nmachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
-        f"load {m['load_average']} -> {m['load_average_after']}\n"
-    )
     print("| database | submissions | rows exported | rows/s | raw open/s | ratio | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
     for r in runs:
@@ -189,10 +183,7 @@ def main() -> None:
                 f"{database}: peak RSS {sizes[-1]['size']:,} vs {sizes[0]['size']:,}: "
                 f"{growth:+.1%} (target within ±10%)"
             )
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"export-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"written to {path.relative_to(ROOT)}")
+    write_results("export", report)
 
 
 if __name__ == "__main__":

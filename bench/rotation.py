@@ -22,7 +22,6 @@ Afterwards every sealed row must be on the new key and open with the keyring, an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -37,8 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import BIN, RESULTS, ROOT, machine
-from bench.scale import DEFAULT_DATA_DIR, Instance, instances
+from bench.load import BIN, ROOT
+from bench.scale import DEFAULT_DATA_DIR, Instance, instances, machine_record, write_results
 
 
 def open_seal_rate(instance: Instance, seconds: float) -> float:
@@ -198,15 +197,9 @@ def main() -> None:
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
-        "machine": machine(pg_version)
-        | {"load_average": load_before, "load_average_after": os.getloadavg()},
+        "machine": machine_record(pg_version, load_before),
         "runs": runs,
     }
-    m = report["machine"]
-    print(
-        f"\nmachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; "
-        f"load {m['load_average']} -> {m['load_average_after']}\n"
-    )
     print("| database | rows | kills | seconds | rows/s | raw open+seal/s | ratio | all open |")
     print("|---|---|---|---|---|---|---|---|")
     for r in runs:
@@ -218,10 +211,7 @@ def main() -> None:
             f"{r['rotation_vs_open_seal']:.2f}x | {'yes' if ok else 'NO'} "
             f"({c['opened']:,} opened, audit {'ok' if c['audit_ok'] else 'BROKEN'}) |"
         )
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"rotation-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"written to {path.relative_to(ROOT)}")
+    write_results("rotation", report)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ a throwaway cluster (``bench.load.PgCluster``) made for the run and removed at i
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -19,12 +20,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from bench.load import BIN, ROOT, PgCluster, clean_environment, postgres_bin
+from bench.load import BIN, RESULTS, ROOT, PgCluster, clean_environment, machine, postgres_bin
 
 DEFAULT_DATA_DIR = Path("/tmp/intake-bench-data")
 STAFF = 4  # coordinators made before seeding, so the seed assigns submissions to them
@@ -190,3 +192,25 @@ def instances(
     finally:
         if cluster is not None:
             cluster.destroy()
+
+
+def machine_record(pg_version: str | None, load_before: tuple[float, ...]) -> dict[str, Any]:
+    """The machine the numbers came from, with its load before and after; printed too."""
+    record = machine(pg_version) | {
+        "load_average": load_before,
+        "load_average_after": os.getloadavg(),
+    }
+    print(
+        f"\nmachine: {record['cpu']}, {record['cores']} cores, Python {record['python']}; "
+        f"load {record['load_average']} -> {record['load_average_after']}\n"
+    )
+    return record
+
+
+def write_results(name: str, report: dict[str, Any]) -> Path:
+    """bench/results/<name>-<UTC timestamp>.json (gitignored)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"written to {path.relative_to(ROOT)}")
+    return path
