@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from intake import consent, web
+from intake import consent, ratelimit, web
 from intake.config import ConfigError, is_production, load_settings, production_problems
 from intake.database import configure_engine, engine_options
 from intake.extensions import babel, csrf, db, limiter, migrate
@@ -132,7 +132,7 @@ def _flask_config(settings: Mapping[str, Any]) -> dict[str, Any]:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "PREFERRED_URL_SCHEME": "https" if production else "http",
-        "RATELIMIT_STORAGE_URI": settings["RATELIMIT_STORAGE_URI"],
+        "RATELIMIT_STORAGE_URI": ratelimit.storage_uri(settings["RATELIMIT_STORAGE_URI"]),
         "RATELIMIT_HEADERS_ENABLED": True,
         # If shared rate-limit storage is down, count in memory rather than refuse patients.
         "RATELIMIT_SWALLOW_ERRORS": True,

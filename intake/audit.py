@@ -15,8 +15,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from intake.database import read_only
@@ -119,21 +120,36 @@ def _serialize_details(details: Mapping[str, DetailValue] | None) -> str:
     return json.dumps(clean, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def lock_head(session: Session) -> AuditHead:
+@dataclass(frozen=True)
+class Head:
+    """The chain's tip as read under its lock."""
+
+    last_event_id: int
+    last_hash: str
+
+
+_HEAD = cast(Table, AuditHead.__table__)
+_EVENTS = cast(Table, AuditEvent.__table__)
+
+
+def lock_head(session: Session) -> Head:
     """Take the chain's lock for this transaction.
 
     Lock order, everywhere: a ``sealing_keys`` row, then the audit head, then submission rows.
     A service that will change a row and audit it takes the head first, so two such
-    transactions can never wait on each other in a cycle.
+    transactions can never wait on each other in a cycle. Plain Core statements: every
+    audited request runs them, and the head is never an ORM object a session could hold stale.
     """
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()
-    ).scalar_one_or_none()
+    query = (
+        select(_HEAD.c.last_event_id, _HEAD.c.last_hash)
+        .where(_HEAD.c.id == HEAD_ID)
+        .with_for_update()
+    )
+    head = session.execute(query).one_or_none()
     if head is None:
-        head = AuditHead(id=HEAD_ID, last_event_id=0, last_hash=GENESIS_HASH)
-        session.add(head)
-        session.flush()
-    return head
+        session.execute(insert(_HEAD).values(id=HEAD_ID, last_event_id=0, last_hash=GENESIS_HASH))
+        return Head(0, GENESIS_HASH)
+    return Head(head.last_event_id, head.last_hash)
 
 
 def record(
@@ -143,25 +159,31 @@ def record(
     action: str,
     target: str | None = None,
     details: Mapping[str, DetailValue] | None = None,
-) -> AuditEvent:
+) -> None:
     """Append one event in the caller's transaction. Details are ids and codes, never PHI."""
     serialized = _serialize_details(details)
     head = lock_head(session)
-    event = AuditEvent(
-        id=head.last_event_id + 1,
-        occurred_at=utcnow(),
-        actor=actor,
-        action=action,
-        target=target,
-        details=serialized,
-        prev_hash=head.last_hash,
+    event_id, occurred_at = head.last_event_id + 1, utcnow()
+    content = canonical_content(event_id, occurred_at, actor, action, target, serialized)
+    event_hash = chain_hash(head.last_hash, content)
+    connection = session.connection()
+    connection.execute(
+        insert(_EVENTS).values(
+            id=event_id,
+            occurred_at=occurred_at,
+            actor=actor,
+            action=action,
+            target=target,
+            details=serialized,
+            prev_hash=head.last_hash,
+            hash=event_hash,
+        )
     )
-    event.hash = _event_hash(event)
-    session.add(event)
-    head.last_event_id = event.id
-    head.last_hash = event.hash
-    session.flush()
-    return event
+    connection.execute(
+        update(_HEAD)
+        .where(_HEAD.c.id == HEAD_ID)
+        .values(last_event_id=event_id, last_hash=event_hash)
+    )
 
 
 def verify_chain(session: Session, batch_size: int = 2000) -> ChainReport:

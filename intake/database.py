@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, Insert, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 log = logging.getLogger("intake.database")
@@ -75,6 +76,18 @@ def read_only(session: Session) -> None:
     with "database is locked" under load.
     """
     session.connection(execution_options={READ_ONLY_OPTION: True})
+
+
+def insert_unless_taken(session: Session, table: Table, row: dict[str, Any]) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING <primary key>`` in this session's dialect.
+
+    The statement returns the row's key if it went in, nothing if a unique constraint or index
+    already held one of its values. Unlike a failed INSERT, a skipped one leaves the
+    transaction usable (no savepoint needed); other constraint failures still raise.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).values(row).on_conflict_do_nothing().returning(*table.primary_key)
 
 
 def checkpoint(session: Session, wait_ms: int = 1000) -> bool:

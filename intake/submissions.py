@@ -12,13 +12,13 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Row, Table, delete, select
 from sqlalchemy.orm import Session
 
 from intake import audit
+from intake.database import insert_unless_taken
 from intake.keys import claim_for_sealing
 from intake.models import Note, Submission, utcnow, uuid7
 from intake.sealing import Keyring, SealedBlob, SealingError
@@ -31,10 +31,15 @@ REFERENCE_ATTEMPTS = 5
 
 AGE_BANDS = ((0, "0-17"), (18, "18-39"), (40, "40-64"), (65, "65-79"), (80, "80+"))
 WITHDRAWAL_CODE_LENGTH = 12
+SUBMISSIONS = cast(Table, Submission.__table__)
 
 
 class WithdrawalRefused(Exception):
     """Reference and withdrawal code do not match a submission (deliberately not saying which)."""
+
+
+class StorageConflict(Exception):
+    """A new row met a unique value other than its reference or form token: a bug, never retried."""
 
 
 class SubmissionGone(Exception):
@@ -152,43 +157,29 @@ def receive_submission(
     """
     token_digest = _token_digest(keyring, submit_token)
     code = _withdrawal_code_for(keyring, submit_token)
+    row = sealed_row(keyring, facts, sealed_fields, email=email, birthday=birthday)
+    row["submit_token_hash"] = token_digest
+    reference = insert_sealed_row(session, keyring, row, withdrawal_code=code)
+    if reference is not None:
+        return Receipt(reference, code)
     existing = _by_token(session, token_digest)
-    if existing is not None:
-        return _replay(existing, code)
-    try:
-        # The row's INSERT runs in a savepoint of its own (see _add_with_unique_reference),
-        # before anything else is written: losing the race at the token's unique index undoes
-        # only that INSERT, and the winner can be read in the same transaction.
-        submission = store_submission(
-            session,
-            keyring,
-            facts,
-            sealed_fields,
-            email=email,
-            birthday=birthday,
-            submit_token_hash=token_digest,
-            withdrawal_code=code,
-        )
-    except IntegrityError:
-        if not session.is_active:  # not the INSERT's savepoint: the transaction is lost
-            raise
-        existing = _by_token(session, token_digest)
-        if existing is None:
-            raise
-        return _replay(existing, code)
-    return Receipt(submission.reference, code)
+    if existing is None:  # the conflict was the token's, so its row exists
+        raise RuntimeError("a submit token was taken, yet no row holds it")
+    return _replay(existing.reference, existing.shredded_at, code)
 
 
-def _replay(existing: Submission, code: str) -> Receipt:
-    if existing.shredded_at is not None:
-        return Receipt(existing.reference, None, replayed=True, withdrawn=True)
-    return Receipt(existing.reference, code, replayed=True)
+def _replay(reference: str, shredded_at: datetime | None, code: str) -> Receipt:
+    if shredded_at is not None:
+        return Receipt(reference, None, replayed=True, withdrawn=True)
+    return Receipt(reference, code, replayed=True)
 
 
-def _by_token(session: Session, token_digest: bytes) -> Submission | None:
-    return session.scalars(
-        select(Submission).where(Submission.submit_token_hash == token_digest)
-    ).one_or_none()
+def _by_token(session: Session, token_digest: bytes) -> Row[str, datetime | None] | None:
+    columns = SUBMISSIONS.c
+    query = select(columns.reference, columns.shredded_at).where(
+        columns.submit_token_hash == token_digest
+    )
+    return session.connection().execute(query).one_or_none()
 
 
 def withdraw_submission(session: Session, keyring: Keyring, reference: str, code: str) -> str:
@@ -220,73 +211,97 @@ def store_submission(
     *,
     email: str | None = None,
     birthday: date | None = None,
-    submit_token_hash: bytes | None = None,
-    withdrawal_code: str | None = None,
 ) -> Submission:
-    """Seal ``sealed_fields`` and add the row; audited as received.
+    """Seal ``sealed_fields``, add the row (audited as received) and return it, loaded."""
+    row = sealed_row(keyring, facts, sealed_fields, email=email, birthday=birthday)
+    if insert_sealed_row(session, keyring, row) is None:
+        raise RuntimeError("a fresh row conflicted with a stored one")  # only tokens can
+    return session.get_one(Submission, row["id"])
 
-    With ``withdrawal_code``, the row's ``withdrawal_code_hash`` (which depends on the
-    reference) is set before its INSERT, for whichever reference is finally drawn.
-    """
-    submission = Submission(
-        id=uuid7(),
-        received_at=utcnow(),
-        status="new",
-        cancer_type=facts.cancer_type,
-        age_band=facts.age_band,
-        source=facts.source,
-        consent_version=facts.consent_version,
-        consent_language=facts.consent_language,
-        authorization_expires_at=facts.authorization_expires_at,
-        consent_text_sha256=facts.consent_text_sha256,
-        signer_role=facts.signer_role,
-        signed_at=facts.signed_at,
-        submit_token_hash=submit_token_hash,
-    )
+
+def sealed_row(
+    keyring: Keyring,
+    facts: TriageFacts,
+    sealed_fields: Mapping[str, Any],
+    *,
+    email: str | None,
+    birthday: date | None,
+) -> dict[str, Any]:
+    """A new submission's columns, sealed. Touches no database: done before the transaction,
+    so SQLite's write lock is not held while the HPKE seal and the keyed digests run."""
+    row_id = uuid7()
     plaintext = json.dumps(dict(sealed_fields), ensure_ascii=False, sort_keys=True, default=str)
-    blob = keyring.seal(plaintext.encode("utf-8"), binding=submission.seal_binding())
-    claim_for_sealing(session, blob.key_id)  # refuses a key retired since this host loaded it
-    submission.key_id = blob.key_id
-    submission.wrapped_key = blob.wrapped_key
-    submission.sealed_payload = blob.ciphertext
-    if email:
-        submission.email_index = keyring.email_index(email)
-        if birthday:
-            submission.email_birthday_index = keyring.email_birthday_index(email, birthday)
-    _add_with_unique_reference(session, submission, keyring, withdrawal_code)
-    audit.record(
-        session,
-        actor="patient",
-        action="submission.received",
-        target=submission.reference,
-        details={"cancer_type": facts.cancer_type, "key_id": blob.key_id},
-    )
-    return submission
+    blob = keyring.seal(plaintext.encode("utf-8"), binding=Submission(id=row_id).seal_binding())
+    row: dict[str, Any] = {
+        "id": row_id,
+        "received_at": utcnow(),
+        "status": "new",
+        "cancer_type": facts.cancer_type,
+        "age_band": facts.age_band,
+        "source": facts.source,
+        "consent_version": facts.consent_version,
+        "consent_language": facts.consent_language,
+        "authorization_expires_at": facts.authorization_expires_at,
+        "consent_text_sha256": facts.consent_text_sha256,
+        "signer_role": facts.signer_role,
+        "signed_at": facts.signed_at,
+        "key_id": blob.key_id,
+        "wrapped_key": blob.wrapped_key,
+        "sealed_payload": blob.ciphertext,
+        "email_index": keyring.email_index(email) if email else None,
+        "email_birthday_index": (
+            keyring.email_birthday_index(email, birthday) if email and birthday else None
+        ),
+        "row_version": 1,
+    }
+    return row
 
 
-def _add_with_unique_reference(
-    session: Session, submission: Submission, keyring: Keyring, withdrawal_code: str | None
-) -> None:
-    """INSERT ``submission`` under a fresh reference, drawing again on a collision.
+def insert_sealed_row(
+    session: Session,
+    keyring: Keyring,
+    row: dict[str, Any],
+    *,
+    withdrawal_code: str | None = None,
+) -> str | None:
+    """INSERT ``row`` under a fresh reference and audit it; None if its submit token is taken.
 
-    Each attempt runs in its own savepoint, so a failed INSERT leaves the rest of the
-    transaction as it was; an IntegrityError other than a reference collision is raised.
+    ``INSERT ... ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL) meets a taken reference or
+    token without failing the transaction, so no savepoint is needed: a taken reference is
+    drawn again, a taken token means this form was sent before (a replay, or the loser of
+    two racing sends, which on PostgreSQL waits for the winner's commit first). Any other
+    unique value taken raises :class:`StorageConflict`; other constraints raise as usual.
+    With ``withdrawal_code``, the row's ``withdrawal_code_hash`` (which depends on the
+    reference) is set for whichever reference is finally drawn.
     """
+    claim_for_sealing(session, row["key_id"])  # refuses a key retired since this host loaded it
     for _attempt in range(REFERENCE_ATTEMPTS):
-        submission.reference = new_reference()
+        row["reference"] = new_reference()
         if withdrawal_code is not None:
-            submission.withdrawal_code_hash = _withdrawal_digest(
-                keyring, submission.reference, withdrawal_code
+            row["withdrawal_code_hash"] = _withdrawal_digest(
+                keyring, row["reference"], withdrawal_code
             )
-        try:
-            with session.begin_nested():
-                session.add(submission)
-                session.flush()
-            return
-        except IntegrityError as error:
-            if "reference" not in str(error.orig):
-                raise  # another constraint failed: a bug to surface, not a collision to retry
+        inserted = session.connection().execute(insert_unless_taken(session, SUBMISSIONS, row))
+        if inserted.first() is not None:
+            audit.record(
+                session,
+                actor="patient",
+                action="submission.received",
+                target=row["reference"],
+                details={"cancer_type": row["cancer_type"], "key_id": row["key_id"]},
+            )
+            return str(row["reference"])
+        token = row.get("submit_token_hash")
+        if token is not None and _by_token(session, token) is not None:
+            return None
+        if not _reference_taken(session, row["reference"]):  # a bug to surface, not to retry
+            raise StorageConflict("the new row conflicts with a stored one elsewhere")
     raise RuntimeError("could not draw an unused reference code")  # 30^8 codes: never in practice
+
+
+def _reference_taken(session: Session, reference: str) -> bool:
+    query = select(Submission.id).where(Submission.reference == reference)
+    return session.execute(query).first() is not None
 
 
 def open_submission(

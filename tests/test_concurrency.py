@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from intake import keys as key_service
@@ -141,7 +140,7 @@ def test_other_integrity_errors_are_not_mistaken_for_collisions(
         monkeypatch.setattr(
             submissions, "new_reference", lambda: attempts.append("x") or real_new_reference()
         )
-        with Session(db.engine) as other, pytest.raises(IntegrityError):
+        with Session(db.engine) as other, pytest.raises(submissions.StorageConflict):
             make_submission(other, current_keyring(), "SECOND")
         assert len(attempts) == 1  # raised at once, not retried as if the reference collided
         assert db.session.scalar(select(func.count()).select_from(Submission)) == 1

@@ -37,6 +37,12 @@ SOURCE_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,79}")
 MAX_SOURCE = 300
 HONEYPOT_FIELD = "website"
 
+
+def new_form_token() -> str:
+    """A rendered form's idempotency token (see ``IntakeForm.ensure_token``)."""
+    return secrets.token_urlsafe(32)
+
+
 # Page order: the error summary lists problems in the order a person meets them.
 FIELD_ORDER = (
     "filler",
@@ -134,7 +140,7 @@ class IntakeForm(FlaskForm):
         """The idempotency token: kept across re-renders, made fresh if absent or malformed."""
         token = self.form_token.data or ""
         if not TOKEN_PATTERN.fullmatch(token):
-            token = secrets.token_urlsafe(32)
+            token = new_form_token()
             self.form_token.data = token
         return token
 

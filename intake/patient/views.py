@@ -8,6 +8,7 @@ Views stay thin: the form's rules live in ``forms``/``validation``, storage in
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +24,9 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import get_locale
+from flask_babel import format_date, format_datetime, get_locale
 from flask_babel import lazy_gettext as _l
-from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFError, generate_csrf
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, TooManyRequests
 from werkzeug.wrappers import Response as BaseResponse
@@ -36,8 +37,10 @@ from intake.extensions import db, limiter
 from intake.keys import current_keyring
 from intake.models import utcnow
 from intake.patient.counters import count
-from intake.patient.forms import CleanSubmission, IntakeForm, clean_source
+from intake.patient.forms import CleanSubmission, IntakeForm, clean_source, new_form_token
 from intake.patient.options import cancer_options, country_options
+from intake.patient.page_cache import cached_page
+from intake.patient.validation import printable
 from intake.patient.withdrawal import WithdrawForm
 from intake.sealing import SealingError
 from intake.submissions import (
@@ -123,11 +126,9 @@ def _allow_embedding() -> None:
 
 
 def _form_page(*, embedded: bool) -> Any:
-    form = IntakeForm()
     if request.method == "GET":
-        form.ensure_token()
-        form.source.data = _source_of_visit()
-        return _render_form(form, embedded=embedded)
+        return _first_visit(embedded=embedded)
+    form = IntakeForm()
     form.ensure_token()
     if "switch_language" in request.form:  # the [EN]/[ES] buttons post the form back, kept
         return _render_form(form, embedded=embedded)
@@ -185,6 +186,31 @@ def _text_seen(form: IntakeForm) -> consent.ConsentText:
         return consent.active_text(str(get_locale()))
 
 
+def _first_visit(*, embedded: bool) -> tuple[str, int]:
+    """The blank form with fresh tokens, from the page cache (see ``page_cache``)."""
+    language = str(get_locale())
+    key = (
+        request.endpoint,
+        language,
+        request.script_root,
+        consent.active_text(language).version,
+        current_app.config["ORGANIZATION_NAME"],
+    )
+    values = {
+        "csrf_token": generate_csrf(),
+        "form_token": new_form_token(),
+        "source": printable(_source_of_visit() or ""),
+    }
+
+    def render(holes: Mapping[str, str]) -> str:
+        form = IntakeForm()
+        form.form_token.data = holes["form_token"]
+        form.source.data = holes["source"]
+        return _render_form(form, embedded=embedded, csrf_token=lambda: holes["csrf_token"])[0]
+
+    return cached_page(key, values, render), 200
+
+
 def _render_form(
     form: IntakeForm,
     *,
@@ -192,6 +218,7 @@ def _render_form(
     errors: dict[str, object] | None = None,
     note: str | None = None,
     status: int = 200,
+    **context: Any,
 ) -> tuple[str, int]:
     language = str(get_locale())
     text = consent.active_text(language)
@@ -212,6 +239,7 @@ def _render_form(
         embedded=embedded,
         language=language,
         action=url_for("patient.embed" if embedded else "patient.form", lang=language),
+        **context,
     )
     return page, status
 
@@ -278,7 +306,11 @@ def embed_confirmation(reference: str) -> str:
 
 
 def _confirmation_page(reference: str, *, embedded: bool) -> str:
-    """Only the browser session that sent the form can see this; a shared link shows nothing."""
+    """Only the browser session that sent the form can see this; a shared link shows nothing.
+
+    The reference is one this session was given (never just any URL segment), so it is safe
+    as a value of the page cache; the page is cached per signed text and language.
+    """
     receipt = session.get("receipts", {}).get(reference)
     if not isinstance(receipt, dict):
         abort(404)
@@ -289,16 +321,39 @@ def _confirmation_page(reference: str, *, embedded: bool) -> str:
         signed_at = datetime.fromisoformat(receipt["signed_at"])
     except (KeyError, ValueError, TypeError, consent.ConsentError):
         abort(404)
-    return render_template(
-        "patient/confirmation.html",
-        reference=reference,
-        withdrawal_code=receipt.get("code"),
-        consent_text=text,
-        signed_at=signed_at,
-        expires_at=text.expires_at(signed_at),
-        embedded=embedded,
-        contact_within_days=current_app.config["CONTACT_WITHIN_DAYS"],
+    code = receipt.get("code")
+    values = {
+        "reference": reference,
+        "signed_on": format_datetime(signed_at, "medium"),
+        "ends_on": format_date(text.expires_at(signed_at), "long"),
+        **({"withdrawal_code": str(code)} if code else {}),
+    }
+    key = (
+        request.endpoint,
+        str(get_locale()),
+        request.script_root,
+        text.version,
+        text.language,
+        receipt.get("organization"),
+        bool(code),
+        current_app.config["ORGANIZATION_NAME"],
+        current_app.config["CONTACT_WITHIN_DAYS"],
     )
+
+    def render(holes: Mapping[str, str]) -> str:
+        return render_template(
+            "patient/confirmation.html",
+            reference=holes["reference"],
+            withdrawal_code=holes.get("withdrawal_code"),
+            consent_text=text,
+            signed_on=holes["signed_on"],
+            ends_on=holes["ends_on"],
+            embedded=embedded,
+            contact_within_days=current_app.config["CONTACT_WITHIN_DAYS"],
+            language_link_args={"reference": holes["reference"]},
+        )
+
+    return cached_page(key, values, render)
 
 
 # ---------------------------------------------------------------------------- withdrawal
