@@ -14,7 +14,8 @@ statements per request (counted by an engine event) are reported for:
 - the same-run baselines: ``GET /readyz`` (one ``SELECT 1`` and a key check) and a minimal
   signed-in staff page (the consent text: session check, no submissions query);
 - the list with no filter and with each common filter (status, cancer type, a 30-day date
-  range, age band, assignee, unassigned, source, status + cancer type);
+  range, age band, assignee, unassigned, source, status + cancer type, assignee + status, and
+  status + a rare cancer type);
 - deep pages: the next-page cursor followed 50 times, unfiltered and by status.
 
 Results go to bench/results/dashboard-<timestamp>.json with the machine.
@@ -127,6 +128,8 @@ def scenarios(probe: Probe, ref_day: datetime) -> dict[str, str]:
         "list: unassigned": "/coordinator/?assignee=none",
         "list: source=newsletter": "/coordinator/?source=newsletter",
         "list: status+cancer_type": "/coordinator/?status=contacted&cancer_type=lung_nsclc",
+        "list: assignee+status": f"/coordinator/?assignee={probe.user_id}&status=in_review",
+        "list: status+cancer_type (rare)": "/coordinator/?status=referred&cancer_type=merkel",
     }
 
 

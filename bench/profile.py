@@ -101,6 +101,31 @@ def measure(client: Any, visits: int, profiler: cProfile.Profile | None = None) 
     return {kind: clock[kind] / visits * 1000 for kind in KINDS}
 
 
+def package_of(filename: str) -> str:
+    """Who owns a profiled function: a top-level package, our code, or C built-ins."""
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if filename.startswith("~") or filename.startswith("<"):
+        return "(built-in / C)"
+    if str(ROOT) in filename:
+        relative = filename.split(str(ROOT) + "/", 1)[1]
+        return "/".join(relative.split("/")[:2]) if relative.startswith("intake/") else relative
+    return "(stdlib)"
+
+
+def by_package(profiler: cProfile.Profile) -> str:
+    """Own time (not cumulative) summed per package: where the CPU is actually spent."""
+    stats = pstats.Stats(profiler)
+    totals: dict[str, float] = {}
+    for (filename, _line, _name), (_cc, _nc, own, _cum, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        totals[package_of(filename)] = totals.get(package_of(filename), 0.0) + own
+    whole = sum(totals.values()) or 1.0
+    lines = ["own time by package (share of Intake's profiled visits):"]
+    for package, own in sorted(totals.items(), key=lambda item: -item[1])[:20]:
+        lines.append(f"  {100 * own / whole:5.1f}%  {package}")
+    return "\n".join(lines)
+
+
 def report(profiler: cProfile.Profile, top: int) -> str:
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
@@ -138,6 +163,7 @@ def main() -> None:
             profiler = cProfile.Profile()
             measure(client, args.visits, profiler)
             print(report(profiler, args.top))
+            print(by_package(profiler))
             if args.pstats:
                 profiler.dump_stats(args.pstats)
     print(f"CPU ms per request, {args.visits} visits each (process_time):")

@@ -9,7 +9,7 @@ For each size, a seeded instance (``bench/scale.py``; SQLite instances are copie
 the kept one stays on its key), then:
 
 - baseline, same run: ``Keyring.open`` then ``Keyring.seal`` of one real row, in a loop;
-- ``flask --app intake keys rotate --new-key`` (default ``--batch-size 500``) as a subprocess,
+- ``flask --app intake keys rotate --new-key`` (its default ``--batch-size``) as a subprocess,
   timed; rows/s ÷ (open+seal)/s is the ratio (target ≥ 0.5);
 - with ``--kill K``: the rotation is SIGKILLed K times at random moments (0.5 to 3 s after
   each start) and started again (``keys rotate`` without ``--new-key``) until one run ends

@@ -106,7 +106,12 @@ def keys_list() -> None:
 @click.option(
     "--new-key", is_flag=True, help="Generate a fresh key first, then move every row to it."
 )
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--batch-size",
+    default=key_service.DEFAULT_BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+)
 def keys_rotate(new_key: bool, batch_size: int) -> None:
     """Rewrap every row onto the newest key, one committed batch at a time.
 

@@ -13,10 +13,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import Row, bindparam, func, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,11 @@ from intake.models import SEALED_MODELS, SealedMixin, SealingKey, utcnow
 from intake.sealing import KeyNotFound, Keyring, KeyringError, SealedBlob, SealingError
 
 KEYRING_EXTENSION = "intake.keyring"
+# Rows per committed batch. Each commit (SQLite: and its WAL checkpoint) costs a fixed part, so
+# bigger batches rotate faster: measured on 100,000 rows (SQLite), 500 spent ~23% of the time
+# committing, 2,000 ~14%, 5,000 ~11%. A batch holds its rows' locks (SQLite: the write lock)
+# while it runs, about half a second at 2,000 rows; past that the gain is small, the waits grow.
+DEFAULT_BATCH_SIZE = 2000
 log = logging.getLogger("intake.keys")
 
 
@@ -43,8 +48,15 @@ def claim_for_sealing(session: Session, key_id: str) -> None:
     never both commit: either the seal lands first and the retirement sees its row, or the
     retirement lands first and the seal is refused.
     """
-    row = _lock_key_row(session, key_id, exclusive=False)
-    if row.retired_at is not None:
+    keys = SealingKey.__table__.c
+    query = select(keys.retired_at).where(keys.key_id == key_id).with_for_update(read=True)
+    # Core on the session's connection: every form sent runs this, and it needs one column.
+    found = session.connection().execute(query).one_or_none()
+    if found is not None:
+        retired_at = found.retired_at
+    else:  # the key's first use here: register it (rare), then lock it as usual
+        retired_at = _lock_key_row(session, key_id, exclusive=False).retired_at
+    if retired_at is not None:
         raise KeyRetired(f"{key_id} is retired; this host needs the newest public key")
 
 
@@ -211,13 +223,16 @@ def rewrap_batch(
     *,
     after: Mapping[str, uuid.UUID] | None = None,
 ) -> BatchResult:
-    """Move up to ``batch_size`` rows onto the newest key. Flushes; the caller commits.
+    """Move up to ``batch_size`` rows onto the newest key. Writes; the caller commits.
 
     A row whose data key does not open (damaged, tampered) stays where it is and is reported,
     so one bad row cannot stop the rotation of every row behind it. Pass the previous batch's
     ``cursor`` as ``after``: each batch then starts where the last one stopped, past the rows
     already moved and those reported, instead of walking the table from its start (which made
     a rotation quadratic in the number of rows).
+
+    Only the key columns are read and written: the payload is never loaded, and each table's
+    rows are moved by one guarded UPDATE statement run for the whole batch (executemany).
     """
     target = keyring.sealing_key_id
     claim_for_sealing(session, target)
@@ -230,12 +245,24 @@ def rewrap_batch(
         budget -= len(rows)
         if rows:
             cursor[model.__tablename__] = rows[-1].id
+        moves = []
         for row in rows:
-            if _rewrap_row(keyring, row):
-                rewrapped += 1
+            binding = model.binding_for(row)
+            moved = _rewrap(keyring, row, binding)
+            if moved is None:
+                failed.append(FailedRow(row.id, binding))
             else:
-                failed.append(FailedRow(row.id, row.seal_binding()))
-    session.flush()
+                moves.append(
+                    {
+                        "b_id": row.id,
+                        "b_old_key_id": row.key_id,
+                        "b_old_wrapped_key": row.wrapped_key,
+                        "b_key_id": moved.key_id,
+                        "b_wrapped_key": moved.wrapped_key,
+                    }
+                )
+        if moves:
+            rewrapped += _move(session, model, moves)
     return BatchResult(rewrapped, failed, remaining=budget == 0, cursor=cursor)
 
 
@@ -245,24 +272,54 @@ def _rows_to_move(
     target: str,
     limit: int,
     after: uuid.UUID | None,
-) -> list[SealedMixin]:
-    query = select(model).where(model.key_id.is_not(None), model.key_id != target)
+) -> list[Row[Any]]:
+    columns = dict.fromkeys((*model.binding_columns(), model.id, model.key_id, model.wrapped_key))
+    query = select(*columns).where(model.key_id.is_not(None), model.key_id != target)
     if after is not None:
         query = query.where(model.id > after)
-    # Wait for a row someone is editing; skipping it would leave it behind.
-    return list(session.scalars(query.order_by(model.id).limit(limit).with_for_update()))
+    # Wait for a row someone is editing; skipping it would leave it behind. (SQLite: the
+    # batch's write transaction, BEGIN IMMEDIATE, already keeps every other writer out.)
+    return list(session.execute(query.order_by(model.id).limit(limit).with_for_update()))
 
 
-def _rewrap_row(keyring: Keyring, row: SealedMixin) -> bool:
-    # Type narrowing only: the query selects rows with all three set.
-    assert row.key_id and row.wrapped_key and row.sealed_payload  # nosec B101
-    blob = SealedBlob(row.key_id, row.wrapped_key, row.sealed_payload)
+def _rewrap(keyring: Keyring, row: Row[Any], binding: str) -> SealedBlob | None:
+    if row.wrapped_key is None:
+        return None  # nothing to unwrap: reported, like a row that does not open
+    # rewrap reads the key id and wrapped key only; the payload stays in the database.
+    blob = SealedBlob(row.key_id, row.wrapped_key, b"")
     try:
-        moved = keyring.rewrap(blob, binding=row.seal_binding())
+        return keyring.rewrap(blob, binding=binding)
     except SealingError:
-        return False
-    row.key_id, row.wrapped_key = moved.key_id, moved.wrapped_key
-    return True
+        return None
+
+
+def _move(session: Session, model: type[SealedMixin], moves: list[dict[str, Any]]) -> int:
+    """UPDATE each row to its new key, unless it changed since it was read. Returns rows moved.
+
+    The WHERE clause holds the key id and wrapped key read above, so a concurrent change (a
+    shred, a re-seal) is never overwritten. The version counter, where the model has one, is
+    bumped as an ORM flush would, so an editor holding the row from before sees it changed.
+    """
+    mapper = inspect(model)
+    table = mapper.local_table
+    values: dict[str, Any] = {
+        "key_id": bindparam("b_key_id"),
+        "wrapped_key": bindparam("b_wrapped_key"),
+    }
+    version = mapper.version_id_col
+    if version is not None:
+        values[version.key] = table.c[version.key] + 1
+    statement = (
+        update(table)
+        .where(
+            table.c.id == bindparam("b_id"),
+            table.c.key_id == bindparam("b_old_key_id"),
+            table.c.wrapped_key == bindparam("b_old_wrapped_key"),
+        )
+        .values(values)
+    )
+    result = session.connection().execute(statement, moves)
+    return int(result.rowcount)
 
 
 def rotate(
@@ -270,7 +327,7 @@ def rotate(
     keyring: Keyring,
     *,
     actor: str,
-    batch_size: int = 500,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     commit: Callable[[], None],
     on_batch: Callable[[int], None] = lambda _count: None,
 ) -> RotationResult:

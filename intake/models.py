@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     CheckConstraint,
@@ -93,9 +93,19 @@ class SealedMixin:
 
     def seal_binding(self) -> str:
         """What the ciphertext is bound to; a blob moved to another row will not open."""
-        if self.id is None:
+        return self.binding_for(self)
+
+    @classmethod
+    def binding_columns(cls) -> tuple[Any, ...]:
+        """The columns :meth:`binding_for` reads: select these to bind rows without loading them."""
+        return (cls.id,)
+
+    @classmethod
+    def binding_for(cls, row: Any) -> str:
+        """``seal_binding`` of ``row``: a model instance, or a selected row of binding_columns."""
+        if row.id is None:
             raise ValueError("set the row's id before sealing: the ciphertext is bound to it")
-        return f"{self.__tablename__}:{self.id}"
+        return f"{cls.__tablename__}:{row.id}"
 
 
 class Submission(SealedMixin, Base):
@@ -110,6 +120,16 @@ class Submission(SealedMixin, Base):
         Index("ix_submissions_age_band_received", "age_band", "received_at", "id"),
         Index("ix_submissions_source_received", "source", "received_at", "id"),
         Index("ix_submissions_assignee_received", "assignee_id", "received_at", "id"),
+        # Each filter then the status: the capped status counts and filter + status lists
+        # are one index range each (migration 0005, intake/triage.py status_counts).
+        Index(
+            "ix_submissions_cancer_status_received", "cancer_type", "status", "received_at", "id"
+        ),
+        Index("ix_submissions_age_band_status_received", "age_band", "status", "received_at", "id"),
+        Index("ix_submissions_source_status_received", "source", "status", "received_at", "id"),
+        Index(
+            "ix_submissions_assignee_status_received", "assignee_id", "status", "received_at", "id"
+        ),
         Index("ix_submissions_submit_token_hash", "submit_token_hash", unique=True),
         # The retention job's query: authorizations still live, by expiry.
         Index(
@@ -273,11 +293,16 @@ class Note(SealedMixin, Base):
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    def seal_binding(self) -> str:
+    @classmethod
+    def binding_columns(cls) -> tuple[Any, ...]:
+        return (cls.id, cls.submission_id)
+
+    @classmethod
+    def binding_for(cls, row: Any) -> str:
         """Bound to its submission too: a note copied onto another submission will not open."""
-        if self.id is None or self.submission_id is None:
+        if row.id is None or row.submission_id is None:
             raise ValueError("set the note's id and submission before sealing")
-        return f"{self.__tablename__}:{self.id}:submissions:{self.submission_id}"
+        return f"{cls.__tablename__}:{row.id}:submissions:{row.submission_id}"
 
 
 SEALED_MODELS: tuple[type[SealedMixin], ...] = (Submission, Note)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pyotp
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
@@ -19,6 +22,27 @@ from intake.extensions import db
 from intake.models import Submission
 from intake.sealing import Keyring
 from intake.submissions import TriageFacts, store_submission
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    executemany: bool
+
+
+@contextmanager
+def sql_statements(engine: Engine) -> Iterator[list[Statement]]:
+    """Every SQL statement ``engine`` sends while the block runs, in order."""
+    statements: list[Statement] = []
+
+    def record(*args: Any) -> None:  # conn, cursor, statement, parameters, context, executemany
+        statements.append(Statement(args[2], bool(args[5])))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def facts(**overrides: Any) -> TriageFacts:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from intake import triage
-from intake.coordinator.export import safe_cell
+from intake.coordinator.export import csv_chunks, safe_cell
 from intake.extensions import db
 from intake.keys import current_keyring
-from intake.models import AuditEvent
+from intake.models import AuditEvent, Submission
 from intake.submissions import shred_submission, store_submission
 from tests.factories import StaffAccount, csrf_token, facts, login, make_submission, make_user
 
@@ -167,3 +167,65 @@ def test_export_crosses_batches_in_order(app: Flask, admin_client: FlaskClient) 
         total = db.session.scalar(select(func.count()).select_from(AuditEvent))
     assert [row[0] for row in rows] == references[::-1]
     assert total == before  # reading the rows wrote nothing: the export's one row is the caller's
+
+
+def test_batches_send_every_row_once_newest_first_ties_by_id(
+    app: Flask, admin_client: FlaskClient
+) -> None:
+    references = [add(app, f"T{number}") for number in range(7)]
+    tied = datetime.now(UTC) - timedelta(hours=1)
+    with app.app_context():
+        session = db.session()
+        # Four share one received_at, so the keyset must order and resume them by id.
+        session.execute(
+            update(Submission)
+            .where(Submission.reference.in_(references[1:5]))
+            .values(received_at=tied)
+        )
+        session.commit()
+        expected = list(
+            session.scalars(
+                select(Submission.reference).order_by(
+                    Submission.received_at.desc(), Submission.id.desc()
+                )
+            )
+        )
+        batches = triage.iter_export_batches(
+            session, current_keyring(), triage.Filters(), datetime.now(UTC), batch=3
+        )
+        chunks = list(csv_chunks(batches))
+        session.rollback()
+    assert len(chunks) == 1 + 3  # the header, then one string per batch: 3 + 3 + 1 rows
+    body = "".join(chunks).encode()
+    rows = parse(body)
+    assert [row["reference"] for row in rows] == expected and sorted(expected) == sorted(references)
+    assert [row["full_name"] for row in rows] == [
+        f"NAME-T{references.index(reference)}" for reference in expected
+    ]
+    whole = export(admin_client, reason="quality_review").get_data()
+    assert whole == body  # one batch or many, the same file
+
+
+def test_a_row_that_will_not_open_exports_its_plaintext_columns_only(
+    app: Flask, admin_client: FlaskClient
+) -> None:
+    moved, source = add(app, "MOVED", cancer_type="lung"), add(app, "SOURCE", cancer_type="lung")
+    with app.app_context():
+        session = db.session()
+        blob = session.execute(
+            select(Submission.wrapped_key, Submission.sealed_payload).where(
+                Submission.reference == source
+            )
+        ).one()
+        # The other row's ciphertext is bound to the other row: copied here, it will not open.
+        session.execute(
+            update(Submission)
+            .where(Submission.reference == moved)
+            .values(wrapped_key=blob.wrapped_key, sealed_payload=blob.sealed_payload)
+        )
+        session.commit()
+    rows = {row["reference"]: row for row in parse(export(admin_client, reason="other").get_data())}
+    assert set(rows) == {moved, source}
+    assert rows[moved]["cancer_type"] == "lung" and rows[moved]["consent_language"] == "en"
+    assert all(rows[moved][name] == "" for name in triage.SEALED_EXPORT_FIELDS)
+    assert rows[source]["full_name"] == "NAME-SOURCE"

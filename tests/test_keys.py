@@ -9,12 +9,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import event, func, select
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session
 
 from intake import keys as key_service
@@ -22,10 +24,16 @@ from intake.database import read_only
 from intake.extensions import db
 from intake.keys import KeyRetired, current_keyring, reload_keyring
 from intake.models import AuditEvent, Submission
-from intake.sealing import export_public_keys, generate_key, retire_key_files
+from intake.sealing import (
+    Keyring,
+    SealedBlob,
+    export_public_keys,
+    generate_key,
+    retire_key_files,
+)
 from intake.submissions import open_submission, shred_submission
 from tests.conftest import TEST_SECRET, AppFactory, Database
-from tests.factories import make_submission
+from tests.factories import make_submission, sql_statements
 
 
 def _seed(app: Flask, count: int) -> None:
@@ -81,23 +89,68 @@ def test_each_batch_starts_where_the_last_one_stopped(app: Flask, keys_dir: Path
     """Batches walk forward by id: none re-reads the rows behind it (rotation stays linear)."""
     _seed(app, 30)
     generate_key(keys_dir)
-    statements: list[str] = []
-
-    def record(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
-        statements.append(sql)
-
     with app.app_context():
         keyring = reload_keyring()
         first = key_service.rewrap_batch(db.session(), keyring, 10)
         db.session.commit()
-        event.listen(db.engine, "before_cursor_execute", record)
-        second = key_service.rewrap_batch(db.session(), keyring, 10, after=first.cursor)
-        db.session.commit()
-        event.remove(db.engine, "before_cursor_execute", record)
+        with sql_statements(db.engine) as statements:
+            second = key_service.rewrap_batch(db.session(), keyring, 10, after=first.cursor)
+            db.session.commit()
     assert first.rewrapped == second.rewrapped == 10
     assert second.cursor["submissions"] > first.cursor["submissions"]
-    [select_rows] = [sql for sql in statements if "FROM submissions" in sql and "LIMIT" in sql]
+    [select_rows] = [s.sql for s in statements if "FROM submissions" in s.sql and "LIMIT" in s.sql]
     assert "submissions.id >" in select_rows
+
+
+def test_a_batch_reads_only_key_columns_and_updates_in_one_statement(
+    app: Flask, keys_dir: Path
+) -> None:
+    """The payload is neither read nor written; each table's batch is one executemany UPDATE."""
+    _seed(app, 12)
+    new_key = generate_key(keys_dir).key_id
+    with app.app_context():
+        keyring = reload_keyring()
+        with sql_statements(db.engine) as statements:
+            result = key_service.rewrap_batch(db.session(), keyring, 100)
+            db.session.commit()
+        versions = set(db.session.scalars(select(Submission.row_version)))
+    assert result.rewrapped == 12 and result.failed == [] and not result.remaining
+    touching = [(s.sql, s.executemany) for s in statements if "submissions" in s.sql]
+    assert not any("sealed_payload" in sql for sql, _many in touching)
+    updates = [many for sql, many in touching if sql.lstrip().upper().startswith("UPDATE")]
+    assert updates == [True]
+    assert _key_counts(app) == {new_key: 12}
+    assert versions == {2}  # bumped, as an ORM flush would: an editor's stale copy is refused
+    assert _all_open(app) == 12
+
+
+def test_a_row_changed_under_the_batch_is_not_overwritten(
+    app: Flask, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UPDATE is guarded by the key columns it read: a change it did not see survives."""
+    _seed(app, 5)
+    generate_key(keys_dir)
+    real_rewrap = key_service._rewrap
+    changed: list[uuid.UUID] = []
+
+    def rewrap_then_change(keyring: Keyring, row: Row[Any], binding: str) -> SealedBlob | None:
+        moved = real_rewrap(keyring, row, binding)
+        if not changed:  # someone rewrites the first row after the batch read it
+            changed.append(row.id)
+            db.session.execute(
+                update(Submission)
+                .where(Submission.id == row.id)
+                .values(wrapped_key=b"changed meanwhile")
+            )
+        return moved
+
+    monkeypatch.setattr(key_service, "_rewrap", rewrap_then_change)
+    with app.app_context():
+        result = key_service.rewrap_batch(db.session(), reload_keyring(), 10)
+        db.session.commit()
+        kept = db.session.get(Submission, changed[0])
+        assert kept is not None and kept.wrapped_key == b"changed meanwhile"
+    assert result.rewrapped == 4 and result.failed == []
 
 
 class Interrupted(Exception):

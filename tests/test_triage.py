@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy import create_engine, func, select, text, update
 
 from intake import triage
 from intake.extensions import db
@@ -21,7 +21,14 @@ from intake.models import AuditEvent, Note, Submission, User
 from intake.sealing import Keyring
 from intake.submissions import shred_submission
 from tests.conftest import Database
-from tests.factories import StaffAccount, csrf_token, login, make_submission, make_user
+from tests.factories import (
+    StaffAccount,
+    csrf_token,
+    login,
+    make_submission,
+    make_user,
+    sql_statements,
+)
 
 ROW = re.compile(r'<a href="/coordinator/submissions/([A-Z0-9-]+)">')
 
@@ -187,8 +194,60 @@ def test_counts_per_status_follow_the_other_filters(app: Flask) -> None:
         counts = triage.status_counts(
             db.session(), triage.Filters(status="contacted", cancer_type="lung")
         )
-    assert counts["new"] == 2 and counts["contacted"] == 1 and counts["referred"] == 0
+    assert counts["new"] == triage.StatusCount(2) and counts["contacted"] == triage.StatusCount(1)
+    assert counts["referred"] == triage.StatusCount(0)
     assert "enrolled" not in counts and "participating" not in counts
+
+
+def test_counts_are_exact_up_to_the_cap_then_capped(app: Flask) -> None:
+    for marker in ("A", "B", "C"):
+        add(app, marker, cancer_type="lung")  # new
+    set_columns(app, add(app, "D", cancer_type="lung"), status="contacted")
+    set_columns(app, add(app, "E", cancer_type="breast"), status="contacted")
+    with app.app_context():
+        session = db.session()
+        at_cap = triage.status_counts(session, triage.Filters(), cap=3)
+        lung = triage.status_counts(session, triage.Filters(cancer_type="lung"), cap=2)
+        breast = triage.status_counts(session, triage.Filters(cancer_type="breast"), cap=2)
+    assert at_cap["new"] == triage.StatusCount(3) and at_cap["contacted"] == triage.StatusCount(2)
+    assert lung["new"] == triage.StatusCount(2, more=True)
+    assert lung["contacted"] == triage.StatusCount(1) and breast["new"] == triage.StatusCount(0)
+    assert breast["contacted"] == triage.StatusCount(1)
+
+
+def by_status(client: FlaskClient, query: str = "") -> str:
+    body = client.get("/coordinator/" + query).get_data(as_text=True)
+    start = body.index('id="by-status"')
+    return body[start : body.index("</ul>", start)]
+
+
+def test_the_page_labels_a_capped_count_for_everyone(
+    app: Flask, staff_client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for marker in ("A", "B", "C"):
+        add(app, marker, source="radio")
+    set_columns(app, add(app, "D", source="poster"), status="in_review")
+    monkeypatch.setattr(triage, "STATUS_COUNT_CAP", 2)
+    counts = by_status(staff_client)
+    assert '>New</a>: <span aria-hidden="true">2+</span>' in counts
+    assert '<span class="visually-hidden">more than 2</span>' in counts
+    assert ">In review</a>: 1</li>" in counts and ">Contacted</a>: 0</li>" in counts
+    counts = by_status(staff_client, "?source=poster")
+    assert ">New</a>: 0</li>" in counts and ">In review</a>: 1</li>" in counts
+    assert "more than" not in counts and "+</span>" not in counts
+    monkeypatch.setattr(triage, "STATUS_COUNT_CAP", 10_000)
+    counts = by_status(staff_client)
+    assert ">New</a>: 3</li>" in counts and "more than" not in counts
+
+
+def test_counts_are_one_statement_whatever_the_filters(app: Flask) -> None:
+    add(app, "A")
+    with app.app_context(), sql_statements(db.engine) as statements:
+        triage.status_counts(
+            db.session(), triage.Filters(cancer_type="lung", assignee="none", age_band="80+")
+        )
+    queries = [s.sql for s in statements if s.sql.lstrip().upper().startswith("SELECT")]
+    assert len(queries) == 1 and queries[0].count("LIMIT") == len(triage.STATUSES)
 
 
 def test_one_page_costs_the_same_queries_whatever_its_size(
@@ -196,23 +255,15 @@ def test_one_page_costs_the_same_queries_whatever_its_size(
 ) -> None:
     for number in range(6):
         add(app, f"Q{number}")
-    statements: list[str] = []
     with app.app_context():
         engine = db.engine
-
-    def count(*args: Any) -> None:
-        statements.append(str(args[2]))
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        sizes = {}
+    sizes = {}
+    with sql_statements(engine) as statements:
         for size in (2, 5):
             monkeypatch.setattr(triage, "PAGE_SIZE", size)
             statements.clear()
             staff_client.get("/coordinator/")
             sizes[size] = len(statements)
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert sizes[2] == sizes[5]
 
 

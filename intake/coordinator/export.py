@@ -2,7 +2,8 @@
 
 The ``submissions.exported`` row (reason code and row count, from a COUNT query) commits
 before the first byte is sent. The rows then stream from a read-only transaction, fetched by
-keyset a batch at a time, so memory stays constant however many rows there are.
+keyset a batch at a time and sent a batch per chunk, so memory stays constant however many rows
+there are.
 """
 
 from __future__ import annotations
@@ -27,24 +28,36 @@ from intake.models import utcnow
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\0")
+_FORMULA_FIRST = frozenset(FORMULA_STARTS)  # each is one character: test the first only
 BOM = "\ufeff"  # so spreadsheet programs read the file as UTF-8
 
 
 def safe_cell(value: Any) -> str:
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    return "'" + text if text[:1] in _FORMULA_FIRST else text
 
 
-def csv_lines(rows: Iterable[list[Any]]) -> Iterator[str]:
-    """RFC 4180 CSV (the csv module's quoting, CRLF line ends), one row at a time."""
+def _safe_row(row: list[Any]) -> list[str]:
+    """:func:`safe_cell` of each value, with its string case inline (most cells are strings)."""
+    return [
+        ("'" + value if value[:1] in _FORMULA_FIRST else value)
+        if value.__class__ is str
+        else safe_cell(value)
+        for value in row
+    ]
+
+
+def csv_chunks(batches: Iterable[list[list[Any]]]) -> Iterator[str]:
+    """RFC 4180 CSV (the csv module's quoting, CRLF line ends): the header, then one string
+    per batch of rows, so the per-chunk cost of the response is paid once per batch."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(triage.EXPORT_COLUMNS)
     yield BOM + buffer.getvalue()
-    for row in rows:
+    for rows in batches:
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow([safe_cell(value) for value in row])
+        writer.writerows(map(_safe_row, rows))
         yield buffer.getvalue()
 
 
@@ -58,7 +71,7 @@ def _stream(filters: triage.Filters, now: datetime) -> Iterator[str]:
     session = db.session()
     read_only(session)
     try:
-        yield from csv_lines(triage.iter_export_rows(session, current_keyring(), filters, now))
+        yield from csv_chunks(triage.iter_export_batches(session, current_keyring(), filters, now))
     finally:
         session.rollback()
 

@@ -63,7 +63,7 @@ def list_page(
         "coordinator/submissions.html",
         filters=filters,
         page=page,
-        counts=triage.status_counts(session, filters),
+        counts=triage.status_counts(session, filters, cap=triage.STATUS_COUNT_CAP),
         assignable=triage.assignable_users(session),
         emails=triage.staff_emails(session),
         errors=[*filter_errors, *(errors or [])],
