@@ -166,6 +166,29 @@ def measure(instance: Instance, repeat: int, deep: int) -> dict[str, Any]:
     return results
 
 
+def profile_lists(instance: Instance, repeat: int, top: int) -> str:
+    """cProfile over every list scenario, ``repeat`` requests each: where a list page spends."""
+    import cProfile
+    import io
+    import pstats
+
+    from bench.profile import by_package
+
+    probe = Probe(instance)
+    try:
+        paths = [p for n, p in scenarios(probe, datetime.now(UTC)).items() if n.startswith("list")]
+        for path in paths:
+            probe.get(path)  # warm
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [probe.get(path) for path in paths for _ in range(repeat)])
+    finally:
+        probe.close()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.strip_dirs().sort_stats("cumulative").print_stats(top)
+    return out.getvalue() + "\n" + by_package(profiler)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -178,6 +201,9 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="reseed kept SQLite instances")
     parser.add_argument("--pg-no-fsync", action="store_true")
     parser.add_argument("--note", default="")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile the list pages at each size"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
 
@@ -203,6 +229,9 @@ def main() -> None:
                         "scenarios": measure(instance, args.repeat, args.deep),
                     }
                 )
+                if args.profile:
+                    print(f"profile of the list pages, {database} at {instance.rows:,} rows")
+                    print(profile_lists(instance, 10, 30), flush=True)
     report["machine"] = machine_record(pg_version, load_before)
     names = list(report["runs"][0]["scenarios"])
     columns = [(run["database"], run["rows"]) for run in report["runs"]]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from intake.database import read_only
@@ -130,6 +130,16 @@ class Head:
 
 _HEAD = cast(Table, AuditHead.__table__)
 _EVENTS = cast(Table, AuditEvent.__table__)
+# Built once: every audited request runs them, and only their values change.
+_LOCK_HEAD = (
+    select(_HEAD.c.last_event_id, _HEAD.c.last_hash).where(_HEAD.c.id == HEAD_ID).with_for_update()
+)
+_ADD_EVENT = insert(_EVENTS)
+_MOVE_HEAD = (
+    update(_HEAD)
+    .where(_HEAD.c.id == HEAD_ID)
+    .values(last_event_id=bindparam("event_id"), last_hash=bindparam("event_hash"))
+)
 
 
 def lock_head(session: Session) -> Head:
@@ -140,14 +150,12 @@ def lock_head(session: Session) -> Head:
     transactions can never wait on each other in a cycle. Plain Core statements: every
     audited request runs them, and the head is never an ORM object a session could hold stale.
     """
-    query = (
-        select(_HEAD.c.last_event_id, _HEAD.c.last_hash)
-        .where(_HEAD.c.id == HEAD_ID)
-        .with_for_update()
-    )
-    head = session.execute(query).one_or_none()
+    connection = session.connection()  # Core on the session's transaction: no ORM work
+    head = connection.execute(_LOCK_HEAD).one_or_none()
     if head is None:
-        session.execute(insert(_HEAD).values(id=HEAD_ID, last_event_id=0, last_hash=GENESIS_HASH))
+        connection.execute(
+            insert(_HEAD).values(id=HEAD_ID, last_event_id=0, last_hash=GENESIS_HASH)
+        )
         return Head(0, GENESIS_HASH)
     return Head(head.last_event_id, head.last_hash)
 
@@ -168,22 +176,19 @@ def record(
     event_hash = chain_hash(head.last_hash, content)
     connection = session.connection()
     connection.execute(
-        insert(_EVENTS).values(
-            id=event_id,
-            occurred_at=occurred_at,
-            actor=actor,
-            action=action,
-            target=target,
-            details=serialized,
-            prev_hash=head.last_hash,
-            hash=event_hash,
-        )
+        _ADD_EVENT,
+        {
+            "id": event_id,
+            "occurred_at": occurred_at,
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "details": serialized,
+            "prev_hash": head.last_hash,
+            "hash": event_hash,
+        },
     )
-    connection.execute(
-        update(_HEAD)
-        .where(_HEAD.c.id == HEAD_ID)
-        .values(last_event_id=event_id, last_hash=event_hash)
-    )
+    connection.execute(_MOVE_HEAD, {"event_id": event_id, "event_hash": event_hash})
 
 
 def verify_chain(session: Session, batch_size: int = 2000) -> ChainReport:

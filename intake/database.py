@@ -9,6 +9,7 @@ concurrent workers (measured in ../shared/RECIPES.md). A request that only reads
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -78,16 +79,23 @@ def read_only(session: Session) -> None:
     session.connection(execution_options={READ_ONLY_OPTION: True})
 
 
-def insert_unless_taken(session: Session, table: Table, row: dict[str, Any]) -> Insert:
-    """``INSERT ... ON CONFLICT DO NOTHING RETURNING <primary key>`` in this session's dialect.
+def insert_unless_taken(session: Session, table: Table, row: dict[str, Any]) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING <primary key>`` of ``row``; the key or None.
 
-    The statement returns the row's key if it went in, nothing if a unique constraint or index
-    already held one of its values. Unlike a failed INSERT, a skipped one leaves the
-    transaction usable (no savepoint needed); other constraint failures still raise.
+    None means a unique constraint or index already held one of the row's values. Unlike a
+    failed INSERT, a skipped one leaves the transaction usable (no savepoint needed); other
+    constraint failures still raise. Runs on the session's connection (Core, no ORM work),
+    with a statement built once per dialect and table: only the values are bound per call.
     """
-    dialect = session.get_bind().dialect.name
+    connection = session.connection()
+    statement = _insert_unless_taken(connection.dialect.name, table)
+    return connection.execute(statement, row).scalar_one_or_none()
+
+
+@functools.cache
+def _insert_unless_taken(dialect: str, table: Table) -> Insert:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).values(row).on_conflict_do_nothing().returning(*table.primary_key)
+    return insert(table).on_conflict_do_nothing().returning(*table.primary_key)
 
 
 def checkpoint(session: Session, wait_ms: int = 1000) -> bool:

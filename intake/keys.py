@@ -41,6 +41,13 @@ class KeyRetired(SealingError):
     """This host's newest key was retired: it must get the new public key before sealing again."""
 
 
+_CLAIM = (
+    select(SealingKey.__table__.c.retired_at)
+    .where(SealingKey.__table__.c.key_id == bindparam("key_id"))
+    .with_for_update(read=True)
+)
+
+
 def claim_for_sealing(session: Session, key_id: str) -> None:
     """Check, under a shared lock held to commit, that ``key_id`` may still seal.
 
@@ -48,10 +55,8 @@ def claim_for_sealing(session: Session, key_id: str) -> None:
     never both commit: either the seal lands first and the retirement sees its row, or the
     retirement lands first and the seal is refused.
     """
-    keys = SealingKey.__table__.c
-    query = select(keys.retired_at).where(keys.key_id == key_id).with_for_update(read=True)
     # Core on the session's connection: every form sent runs this, and it needs one column.
-    found = session.connection().execute(query).one_or_none()
+    found = session.connection().execute(_CLAIM, {"key_id": key_id}).one_or_none()
     if found is not None:
         retired_at = found.retired_at
     else:  # the key's first use here: register it (rare), then lock it as usual

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, select
+from sqlalchemy import Row, Table, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from intake import audit
@@ -174,12 +174,13 @@ def _replay(reference: str, shredded_at: datetime | None, code: str) -> Receipt:
     return Receipt(reference, code, replayed=True)
 
 
+_BY_TOKEN = select(SUBMISSIONS.c.reference, SUBMISSIONS.c.shredded_at).where(
+    SUBMISSIONS.c.submit_token_hash == bindparam("token_digest")
+)
+
+
 def _by_token(session: Session, token_digest: bytes) -> Row[str, datetime | None] | None:
-    columns = SUBMISSIONS.c
-    query = select(columns.reference, columns.shredded_at).where(
-        columns.submit_token_hash == token_digest
-    )
-    return session.connection().execute(query).one_or_none()
+    return session.connection().execute(_BY_TOKEN, {"token_digest": token_digest}).one_or_none()
 
 
 def withdraw_submission(session: Session, keyring: Keyring, reference: str, code: str) -> str:
@@ -281,8 +282,7 @@ def insert_sealed_row(
             row["withdrawal_code_hash"] = _withdrawal_digest(
                 keyring, row["reference"], withdrawal_code
             )
-        inserted = session.connection().execute(insert_unless_taken(session, SUBMISSIONS, row))
-        if inserted.first() is not None:
+        if insert_unless_taken(session, SUBMISSIONS, row) is not None:
             audit.record(
                 session,
                 actor="patient",
