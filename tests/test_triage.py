@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -425,6 +426,47 @@ def test_a_stale_version_is_refused_not_lost(app: Flask, staff_client: FlaskClie
     assign = post(staff_client, f"/coordinator/submissions/{reference}/assign", row_version=stale)
     assert assign.status_code == 409
     assert status_of(app, reference) == "in_review" and audit_since(app, before) == []
+
+
+def test_racing_status_changes_one_wins_the_others_are_told(
+    app: Flask, staff_client: FlaskClient
+) -> None:
+    """Writers released together with the same version: one change lands, every other gets 409.
+
+    Real threads through the app (on PostgreSQL truly concurrent transactions, on SQLite
+    serialized by its write lock): no update is lost or applied twice, and the trail holds
+    exactly the change that landed.
+    """
+    reference = add(app, "RACE")
+    version = str(row_version(app, reference))
+    path = f"/coordinator/submissions/{reference}/status"
+    token = csrf_token(staff_client, "/coordinator/")
+    cookie = staff_client.get_cookie(app.config["SESSION_COOKIE_NAME"] + "-staff")
+    assert cookie is not None
+    targets = ["in_review", "not_eligible", "unreachable"] * 3
+    gate = threading.Barrier(len(targets))
+    answers: dict[str, list[int]] = {target: [] for target in targets}
+    before = last_audit_id(app)
+
+    def change(target: str) -> None:
+        client = app.test_client()
+        client.set_cookie(cookie.key, cookie.value, path="/coordinator")
+        gate.wait()
+        data = {"csrf_token": token, "status": target, "row_version": version}
+        answers[target].append(client.post(path, data=data).status_code)
+
+    threads = [threading.Thread(target=change, args=(target,)) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    codes = sorted(code for codes in answers.values() for code in codes)
+    assert codes == [303] + [409] * (len(targets) - 1)
+    [winner] = [target for target, codes in answers.items() if 303 in codes]
+    assert status_of(app, reference) == winner
+    assert row_version(app, reference) == int(version) + 1
+    changes = [e for e in audit_since(app, before) if e.action == "submission.status_changed"]
+    assert [json.loads(e.details)["to"] for e in changes] == [winner]
 
 
 def test_assignment_to_active_triage_staff_only(
