@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from queue import Full, Queue
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, Insert, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -96,6 +100,64 @@ def insert_unless_taken(session: Session, table: Table, row: dict[str, Any]) -> 
 def _insert_unless_taken(dialect: str, table: Table) -> Insert:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return insert(table).on_conflict_do_nothing().returning(*table.primary_key)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+_DONE = object()
+
+
+def read_ahead(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Iterate ``batches`` in a thread of its own, up to ``depth`` items ahead of the consumer.
+
+    Database drivers wait for the server, and SQLite for its pages, without holding the GIL,
+    so the next batch is fetched while the consumer works on this one (the export opens each
+    batch's rows meanwhile). Whatever connection ``batches`` uses must be left alone until this
+    generator ends; if the consumer stops early (a download cancelled), the thread is told to
+    stop and joined before this generator returns, so the caller may then use the connection
+    again (to roll back). An error in the thread is raised here, in the consumer.
+    """
+    queue: Queue[object] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.05)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                if not hand_over(item):
+                    return
+            hand_over(_DONE)
+        except BaseException as error:  # handed to the consumer, which raises it
+            hand_over(_Failed(error))
+        finally:  # a generator stopped early cleans up here, before the consumer goes on
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="intake-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not _DONE:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield cast(T, item)
+    finally:
+        stop.set()
+        thread.join()
 
 
 def checkpoint(session: Session, wait_ms: int = 1000) -> bool:

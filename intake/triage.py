@@ -13,13 +13,15 @@ import binascii
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
+    Row,
     Select,
     bindparam,
     func,
@@ -33,6 +35,7 @@ from sqlalchemy.orm import Session, load_only
 from sqlalchemy.orm.exc import StaleDataError
 
 from intake import audit
+from intake.database import read_ahead
 from intake.keys import claim_for_sealing
 from intake.models import AuditEvent, Note, Submission, User, utcnow, uuid7
 from intake.sealing import Keyring, SealedBlob, SealingError
@@ -646,18 +649,32 @@ def iter_export_batches(
 ) -> Iterator[list[list[Any]]]:
     """The export's rows in :data:`EXPORT_COLUMNS` order, one keyset batch (a list) at a time.
 
-    Plain rows, not ORM objects, so nothing accumulates in the session, and one batch is held
-    at a time: memory stays constant however many rows there are.
+    Plain rows, not ORM objects, so nothing accumulates in the session, and at most three
+    batches are held at a time (one being opened, one fetched ahead, one being fetched):
+    memory stays constant however many rows there are. On PostgreSQL the next batch is read
+    while this one is opened (:func:`~intake.database.read_ahead`).
     """
     first = _export_query(filters, now).limit(batch)
     rest = first.where(_export_after())  # built once; each batch binds its position
     connection = session.connection()  # Core rows: no ORM wrapping of each row
-    position: dict[str, Any]
-    query, position = first, {}  # the first batch has no position to bind
+    batches = _export_row_batches(connection, first, rest, batch)
+    if connection.dialect.name != "sqlite":
+        # A database server to wait for (on another core): read the next batch meanwhile.
+        # Not on SQLite, which reads in this process: a second thread there only contends
+        # for the GIL (measured at 100k rows: PostgreSQL 0.64x -> 0.72x, SQLite 0.71x -> 0.66x).
+        batches = read_ahead(batches)
+    for rows in batches:
+        yield [_export_row(keyring, row) for row in rows]
+
+
+def _export_row_batches(
+    connection: Connection, first: Select[Any], rest: Select[Any], batch: int
+) -> Iterator[Sequence[Row[Any]]]:
+    query, position = first, dict[str, Any]()  # the first batch has no position to bind
     while True:
         rows = connection.execute(query, position).all()
         if rows:
-            yield [_export_row(keyring, row) for row in rows]
+            yield rows
         if len(rows) < batch:
             return
         query = rest

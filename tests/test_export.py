@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -229,3 +230,21 @@ def test_a_row_that_will_not_open_exports_its_plaintext_columns_only(
     assert rows[moved]["cancer_type"] == "lung" and rows[moved]["consent_language"] == "en"
     assert all(rows[moved][name] == "" for name in triage.SEALED_EXPORT_FIELDS)
     assert rows[source]["full_name"] == "NAME-SOURCE"
+
+
+def test_a_cancelled_export_stops_reading_and_frees_the_database(app: Flask) -> None:
+    for number in range(6):
+        add(app, f"C{number}")
+    with app.app_context():
+        session = db.session()
+        batches = triage.iter_export_batches(
+            session, current_keyring(), triage.Filters(), datetime.now(UTC), batch=2
+        )
+        assert len(next(batches)) == 2
+        batches.close()  # the download was cancelled after its first batch
+        assert not [t for t in threading.enumerate() if t.name == "intake-read-ahead"]
+        session.rollback()
+        # The connection is the session's again: a write goes through at once.
+        session.execute(update(Submission).values(source="after-export"))
+        session.commit()
+        assert set(session.scalars(select(Submission.source))) == {"after-export"}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from flask import Flask
 from sqlalchemy import select, text
 
 from intake import audit
+from intake.database import read_ahead
 from intake.extensions import db
 from intake.keys import current_keyring
 from intake.models import AuditEvent, Submission
@@ -182,3 +185,42 @@ def test_database_settings_that_protect_data(app: Flask, database: Database) -> 
         assert "parameters hidden" in str(caught.value)
         assert "2026-01-01T00:00:00" not in str(caught.value)
         db.session.rollback()
+
+
+# ---------------------------------------------------------------------------- read_ahead
+
+
+def test_read_ahead_keeps_order_and_ends() -> None:
+    assert list(read_ahead(iter(range(1000)), depth=2)) == list(range(1000))
+    assert list(read_ahead(iter([]))) == []
+
+
+def test_read_ahead_raises_the_producers_error_in_the_consumer() -> None:
+    def batches() -> Iterator[int]:
+        yield 1
+        raise LookupError("the query failed")
+
+    reader = read_ahead(batches())
+    assert next(reader) == 1
+    with pytest.raises(LookupError, match="the query failed"):
+        next(reader)
+
+
+def test_read_ahead_stops_its_thread_when_the_consumer_stops_early() -> None:
+    produced: list[int] = []
+    closed = threading.Event()
+
+    def batches() -> Iterator[int]:
+        try:
+            for number in range(1_000_000):
+                produced.append(number)
+                yield number
+        finally:
+            closed.set()
+
+    reader = read_ahead(batches(), depth=1)
+    assert next(reader) == 0
+    reader.close()  # a cancelled download: the generator is closed mid-way
+    assert closed.is_set()  # the producer was stopped and joined before close() returned
+    assert len(produced) <= 3  # it never ran more than the depth ahead
+    assert not [t for t in threading.enumerate() if t.name == "intake-read-ahead"]
