@@ -36,7 +36,13 @@ from urllib.parse import urlencode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.load import percentile
-from bench.scale import DEFAULT_DATA_DIR, Instance, instances, machine_record, write_results
+from bench.scale import (
+    Instance,
+    add_instance_options,
+    each_instance,
+    machine_record,
+    write_results,
+)
 
 
 class Probe:
@@ -191,15 +197,9 @@ def profile_lists(instance: Instance, repeat: int, top: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--database", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"]
-    )
-    parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
+    add_instance_options(parser, [10_000, 100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=30, help="requests per scenario")
     parser.add_argument("--deep", type=int, default=50, help="pages followed by cursor")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--fresh", action="store_true", help="reseed kept SQLite instances")
-    parser.add_argument("--pg-no-fsync", action="store_true")
     parser.add_argument("--note", default="")
     parser.add_argument(
         "--profile", action="store_true", help="also profile the list pages at each size"
@@ -213,26 +213,22 @@ def main() -> None:
         "note": args.note,
         "runs": [],
     }
-    pg_version = None
-    for database in args.database:
-        with instances(
-            database, args.sizes, args.data_dir, fresh=args.fresh, pg_durable=not args.pg_no_fsync
-        ) as (made, version):
-            pg_version = version or pg_version
-            for instance in made:
-                print(f"measuring {database} at {instance.rows:,} rows", flush=True)
-                report["runs"].append(
-                    {
-                        "database": database,
-                        "rows": instance.rows,
-                        "seed_seconds": instance.seed_seconds,
-                        "scenarios": measure(instance, args.repeat, args.deep),
-                    }
-                )
-                if args.profile:
-                    print(f"profile of the list pages, {database} at {instance.rows:,} rows")
-                    print(profile_lists(instance, 10, 30), flush=True)
-    report["machine"] = machine_record(pg_version, load_before)
+    pg_versions: list[str] = []
+    for instance in each_instance(args, pg_versions):
+        database = instance.database
+        print(f"measuring {database} at {instance.rows:,} rows", flush=True)
+        report["runs"].append(
+            {
+                "database": database,
+                "rows": instance.rows,
+                "seed_seconds": instance.seed_seconds,
+                "scenarios": measure(instance, args.repeat, args.deep),
+            }
+        )
+        if args.profile:
+            print(f"profile of the list pages, {database} at {instance.rows:,} rows")
+            print(profile_lists(instance, 10, 30), flush=True)
+    report["machine"] = machine_record(next(iter(pg_versions), None), load_before)
     names = list(report["runs"][0]["scenarios"])
     columns = [(run["database"], run["rows"]) for run in report["runs"]]
     print("p50 / p95 ms (SQL statements per request)\n")

@@ -33,7 +33,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.load import ROOT
-from bench.scale import DEFAULT_DATA_DIR, Instance, instances, machine_record, write_results
+from bench.scale import (
+    Instance,
+    add_instance_options,
+    each_instance,
+    machine_record,
+    write_results,
+)
 
 
 def vm_hwm_kib() -> int:
@@ -139,14 +145,8 @@ def run_child(instance: Instance, seconds: float) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--database", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"]
-    )
-    parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
+    add_instance_options(parser, [10_000, 100_000])
     parser.add_argument("--seconds", type=float, default=2.0, help="open-rate measurement")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--fresh", action="store_true")
-    parser.add_argument("--pg-no-fsync", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -154,22 +154,17 @@ def main() -> None:
         return
 
     load_before = os.getloadavg()
-    runs, pg_version = [], None
-    for database in args.database:
-        with instances(
-            database, args.sizes, args.data_dir, fresh=args.fresh, pg_durable=not args.pg_no_fsync
-        ) as (made, version):
-            pg_version = version or pg_version
-            for instance in made:
-                print(f"exporting {instance.rows:,} on {database}", flush=True)
-                runs.append(
-                    {"database": database, "size": instance.rows}
-                    | run_child(instance, args.seconds)
-                )
+    runs, pg_versions = [], list[str]()
+    for instance in each_instance(args, pg_versions):
+        print(f"exporting {instance.rows:,} on {instance.database}", flush=True)
+        runs.append(
+            {"database": instance.database, "size": instance.rows}
+            | run_child(instance, args.seconds)
+        )
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
-        "machine": machine_record(pg_version, load_before),
+        "machine": machine_record(next(iter(pg_versions), None), load_before),
         "runs": runs,
     }
     print(

@@ -488,6 +488,25 @@ def intake_environment(instance: Path, database_url: str | None, **settings: str
     return env
 
 
+def run_flask(
+    env: Mapping[str, str], *args: str, stdin: str | None = None, timeout: float | None = None
+) -> str:
+    """``flask --app intake ARGS`` as a person would run it; its output, or RuntimeError."""
+    result = subprocess.run(
+        [str(BIN / "flask"), "--app", "intake", *args],
+        cwd=ROOT,
+        env=dict(env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    if result.returncode:
+        raise RuntimeError(f"flask {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result.stdout + result.stderr
+
+
 def make_intake(
     folder: Path,
     database_url: str | None,
@@ -500,16 +519,7 @@ def make_intake(
     folder.mkdir(parents=True, exist_ok=True)
     instance = folder / "instance"
     env = intake_environment(instance, database_url, **settings)
-    result = subprocess.run(
-        [str(BIN / "flask"), "--app", "intake", "dev", "init"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode:
-        raise RuntimeError(f"flask dev init failed:\n{result.stderr[-3000:]}")
+    run_flask(env, "dev", "init")
     return Gunicorn(
         "intake.wsgi:app",
         env,

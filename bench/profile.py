@@ -24,7 +24,6 @@ import io
 import json
 import pstats
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,20 +33,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.load import BIN, ROOT, hidden_fields, intake_environment, marker, valid_answers
+from bench.load import ROOT, hidden_fields, intake_environment, marker, run_flask, valid_answers
 
 KINDS = ("form", "post", "confirmation")
 
 
 def intake_client(folder: Path, overrides: dict[str, Any]) -> Any:
     env = intake_environment(folder, None)
-    subprocess.run(
-        [str(BIN / "flask"), "--app", "intake", "dev", "init"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    run_flask(env, "dev", "init")
     from intake import create_app
 
     limit = env["INTAKE_SUBMIT_RATE_LIMIT"]

@@ -37,7 +37,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.load import BIN, ROOT
-from bench.scale import DEFAULT_DATA_DIR, Instance, instances, machine_record, write_results
+from bench.scale import (
+    Instance,
+    add_instance_options,
+    each_instance,
+    machine_record,
+    write_results,
+)
 
 
 def open_seal_rate(instance: Instance, seconds: float) -> float:
@@ -147,57 +153,51 @@ def check(instance: Instance) -> dict[str, Any]:
     }
 
 
+def rotate_and_check(
+    kept: Instance, args: argparse.Namespace, rng: random.Random
+) -> dict[str, Any]:
+    """Rotate ``kept`` (a copy of it on SQLite, so the kept one stays as seeded) and check it."""
+    database, work, scratch = kept.database, kept, None
+    if kept.url is None:
+        scratch = Path(tempfile.mkdtemp(prefix="intake-rotation-"))
+        shutil.copytree(kept.folder, scratch / "instance")
+        work = Instance(database, kept.rows, scratch / "instance", None)
+    try:
+        print(f"rotating {kept.rows:,} on {database}", flush=True)
+        baseline = open_seal_rate(work, args.seconds)
+        result = rotate(work, args.kill, rng)
+        checked = check(work)
+        rows = checked["opened"]  # the sealed rows (tombstones have nothing to move)
+        return result | {
+            "database": database,
+            "size": rows,
+            "raw_open_seal_per_s": baseline,
+            "rows_per_s": rows / result["seconds"],
+            "rotation_vs_open_seal": rows / result["seconds"] / baseline,
+            "check": checked,
+        }
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--database", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"]
-    )
-    parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000])
+    add_instance_options(parser, [100_000, 1_000_000])
     parser.add_argument("--kill", type=int, default=0, help="SIGKILL the rotation this often")
     parser.add_argument("--seconds", type=float, default=2.0, help="baseline measurement")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--fresh", action="store_true")
-    parser.add_argument("--pg-no-fsync", action="store_true")
     parser.add_argument("--random-seed", type=int, default=None)
     args = parser.parse_args()
     rng = random.Random(args.random_seed)
 
     load_before = os.getloadavg()
-    runs, pg_version = [], None
-    for database in args.database:
-        with instances(
-            database, args.sizes, args.data_dir, fresh=args.fresh, pg_durable=not args.pg_no_fsync
-        ) as (made, version):
-            pg_version = version or pg_version
-            for kept in made:
-                work = kept
-                scratch = None
-                if kept.url is None:  # rotate a copy: the kept SQLite instance stays as seeded
-                    scratch = Path(tempfile.mkdtemp(prefix="intake-rotation-"))
-                    shutil.copytree(kept.folder, scratch / "instance")
-                    work = Instance(database, kept.rows, scratch / "instance", None)
-                try:
-                    print(f"rotating {kept.rows:,} on {database}", flush=True)
-                    baseline = open_seal_rate(work, args.seconds)
-                    result = rotate(work, args.kill, rng)
-                    checked = check(work)
-                    rows = checked["opened"]  # the sealed rows (tombstones have nothing to move)
-                    result |= {
-                        "database": database,
-                        "size": rows,
-                        "raw_open_seal_per_s": baseline,
-                        "rows_per_s": rows / result["seconds"],
-                        "rotation_vs_open_seal": rows / result["seconds"] / baseline,
-                        "check": checked,
-                    }
-                    runs.append(result)
-                finally:
-                    if scratch is not None:
-                        shutil.rmtree(scratch, ignore_errors=True)
+    runs, pg_versions = [], list[str]()
+    for kept in each_instance(args, pg_versions):
+        runs.append(rotate_and_check(kept, args, rng))
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
-        "machine": machine_record(pg_version, load_before),
+        "machine": machine_record(next(iter(pg_versions), None), load_before),
         "runs": runs,
     }
     print("| database | rows | kills | seconds | rows/s | raw open+seal/s | ratio | all open |")

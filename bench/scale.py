@@ -10,11 +10,11 @@ a throwaway cluster (``bench.load.PgCluster``) made for the run and removed at i
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +26,15 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from bench.load import BIN, RESULTS, ROOT, PgCluster, clean_environment, machine, postgres_bin
+from bench.load import (
+    RESULTS,
+    ROOT,
+    PgCluster,
+    clean_environment,
+    machine,
+    postgres_bin,
+    run_flask,
+)
 
 DEFAULT_DATA_DIR = Path("/tmp/intake-bench-data")
 STAFF = 4  # coordinators made before seeding, so the seed assigns submissions to them
@@ -63,19 +71,8 @@ class Instance:
     def engine_url(self) -> str:
         return self.url or f"sqlite:///{self.folder / 'intake.sqlite3'}"
 
-    def flask(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(BIN / "flask"), "--app", "intake", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
-        )
-        if result.returncode:
-            raise RuntimeError(f"flask {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-        return result
+    def flask(self, *args: str, timeout: float | None = None) -> str:
+        return run_flask(self.env, *args, timeout=timeout)
 
 
 def _make_staff(instance: Instance) -> None:
@@ -192,6 +189,30 @@ def instances(
     finally:
         if cluster is not None:
             cluster.destroy()
+
+
+def add_instance_options(parser: argparse.ArgumentParser, sizes: list[int]) -> None:
+    """The options every scale benchmark takes to choose its seeded instances."""
+    parser.add_argument(
+        "--database", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"]
+    )
+    parser.add_argument("--sizes", nargs="+", type=int, default=sizes)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--fresh", action="store_true", help="reseed kept SQLite instances")
+    parser.add_argument("--pg-no-fsync", action="store_true")
+
+
+def each_instance(args: argparse.Namespace, pg_versions: list[str]) -> Iterator[Instance]:
+    """Every instance the options ask for, database by database; each PostgreSQL cluster is
+    removed once its instances are done. The clusters' versions are appended to
+    ``pg_versions`` (for :func:`machine_record`)."""
+    for database in args.database:
+        with instances(
+            database, args.sizes, args.data_dir, fresh=args.fresh, pg_durable=not args.pg_no_fsync
+        ) as (made, version):
+            if version:
+                pg_versions.append(version)
+            yield from made
 
 
 def machine_record(pg_version: str | None, load_before: tuple[float, ...]) -> dict[str, Any]:

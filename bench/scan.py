@@ -44,7 +44,6 @@ from typing import Any
 from wtforms.fields.core import UnboundField
 
 from bench.load import (
-    BIN,
     HOST,
     RESULTS,
     ROOT,
@@ -53,6 +52,7 @@ from bench.load import (
     free_port,
     intake_environment,
     machine,
+    run_flask,
     valid_answers,
     visit,
 )
@@ -95,21 +95,6 @@ def scan_app() -> Any:
 
     accounts.guard_from_secret = unlimited
     return create_app()
-
-
-def flask(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [str(BIN / "flask"), "--app", "intake", *args],
-        cwd=ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode:
-        raise RuntimeError(f"flask {' '.join(args)} failed:\n{result.stderr[-3000:]}")
-    return result.stdout + result.stderr
 
 
 def staff_sign_in(port: int, otpauth: str) -> Visitor:
@@ -397,8 +382,8 @@ def main() -> None:
     out.mkdir(parents=True)
     folder = Path(tempfile.mkdtemp(prefix="intake-scan-"))
     env = intake_environment(folder / "instance", None, INTAKE_SESSION_IDLE_MINUTES="240")
-    flask(env, "dev", "init")
-    created = flask(
+    run_flask(env, "dev", "init")
+    created = run_flask(
         env, "users", "create", STAFF_EMAIL, "--role", "admin", "--password-stdin",
         stdin=STAFF_PASSWORD + "\n",
     )  # fmt: skip
