@@ -132,6 +132,9 @@ def _flask_config(settings: Mapping[str, Any]) -> dict[str, Any]:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "PREFERRED_URL_SCHEME": "https" if production else "http",
+        # Flask 3.1 answers 400 to a request whose Host (or trusted X-Forwarded-Host) is not
+        # listed, before routing: no redirect or link is ever built from an unlisted host.
+        "TRUSTED_HOSTS": list(settings["TRUSTED_HOSTS"]) or None,
         "RATELIMIT_STORAGE_URI": ratelimit.storage_uri(settings["RATELIMIT_STORAGE_URI"]),
         "RATELIMIT_HEADERS_ENABLED": True,
         # If shared rate-limit storage is down, count in memory rather than refuse patients.

@@ -4,6 +4,16 @@ Services take the caller's Session, flush, and never commit; each writes its aud
 same transaction. A failed sign-in raises *after* recording the failure, so the caller must
 commit on that path too: the failure count and its audit row are the point.
 
+Credentials belong to the account's owner. Whoever creates an account (or resets it) sets a
+first password that must be changed at the first sign-in, and never sees a TOTP secret: the
+secret is made when the owner, past the password step, opens the enrolment page.
+
+Throttling is atomic: every sign-in step first locks the throttle rows of the typed account and
+of the client address (creating them if needed), then checks the lockout, then does the
+password or code work. Concurrent guesses at one account therefore queue on its row, and a
+lockout reached by one of them refuses all that follow. Lock order: throttle rows (account,
+then address), then the audit head, then the user row.
+
 Audit rows name accounts as ``user:<id>``, never by email, and their details are codes only.
 """
 
@@ -16,15 +26,16 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, Table, delete, select, tuple_
 from sqlalchemy.orm import Session
 
-from intake import audit
+from intake import audit, staff_sessions
+from intake.database import insert_unless_taken
 from intake.models import ROLES, LoginThrottle, User, utcnow
 
 MIN_PASSWORD_LENGTH = 12
@@ -61,6 +72,14 @@ class DuplicateEmail(AccountError):
 
 
 class UnknownUser(AccountError):
+    pass
+
+
+class AlreadyEnrolled(AccountError):
+    """The account has a second factor already: its secret is never shown again."""
+
+
+class SamePassword(WeakPassword):
     pass
 
 
@@ -133,7 +152,10 @@ def list_users(session: Session) -> list[User]:
 
 
 def create_user(session: Session, email: str, role: str, password: str, *, actor: str) -> User:
-    """A new account, not yet enrolled in two-factor: its first sign-in enrols it."""
+    """A new account with a first password its owner must change, and no TOTP secret yet.
+
+    Its first sign-in makes the secret, enrols it, and asks for a new password.
+    """
     normalized = normalize_email(email)
     if role not in ROLES:
         raise InvalidRole(f"the role must be one of {', '.join(ROLES)}")
@@ -145,8 +167,9 @@ def create_user(session: Session, email: str, role: str, password: str, *, actor
         email=normalized,
         role=role,
         password_hash=_hasher.hash(password),
-        totp_secret=pyotp.random_base32(),
+        totp_secret=None,
         session_version=1,
+        password_change_required=True,
     )
     session.add(user)
     session.flush()
@@ -162,19 +185,70 @@ def disable_user(session: Session, user: User, *, actor: str) -> bool:
         return False
     audit.lock_head(session)
     user.disabled_at = utcnow()
-    user.session_version += 1
+    _end_every_session(session, user)
     audit.record(session, actor=actor, action="users.disabled", target=user.ref)
     return True
 
 
 def reset_2fa(session: Session, user: User, *, actor: str) -> None:
-    """New TOTP secret, enrolled again at the next sign-in; every session of the user ends."""
+    """Forget the TOTP secret; the owner enrols a new one at the next sign-in.
+
+    Every session of the user ends. Nobody sees the new secret but the owner, who gets it on
+    the enrolment page after the password step.
+    """
     audit.lock_head(session)
-    user.totp_secret = pyotp.random_base32()
+    user.totp_secret = None
     user.totp_enrolled_at = None
     user.last_totp_step = None
-    user.session_version += 1
+    _end_every_session(session, user)
     audit.record(session, actor=actor, action="users.totp_reset", target=user.ref)
+
+
+def start_enrolment(session: Session, user: User) -> None:
+    """Make a fresh TOTP secret for an account that has no second factor yet.
+
+    Called when the owner, past the password step, opens the enrolment page: the secret
+    exists only from then on, so nobody who created or reset the account ever knew it.
+    """
+    if user.totp_enrolled_at is not None:
+        raise AlreadyEnrolled("two-step verification is set up already")
+    audit.lock_head(session)
+    user.totp_secret = pyotp.random_base32()
+    user.last_totp_step = None
+    audit.record(session, actor=user.ref, action="users.totp_enrolment_started", target=user.ref)
+
+
+def change_password(
+    session: Session, user: User, new_password: str, *, actor: str, keep: str | None = None
+) -> None:
+    """Set the owner's new password; every other session of the user ends.
+
+    ``keep`` is the token hash of the session that made the change (it stays signed in). The
+    new password must differ from the current one, so a forced change really replaces the
+    password the account's creator knew.
+    """
+    check_password(new_password)
+    if _password_matches(user.password_hash, new_password[:MAX_PASSWORD_LENGTH]):
+        raise SamePassword("choose a password different from the current one")
+    audit.lock_head(session)
+    forced = user.password_change_required
+    user.password_hash = _hasher.hash(new_password)
+    user.password_change_required = False
+    user.password_changed_at = utcnow()
+    staff_sessions.end_all(session, user, keep=keep)
+    user.session_version += 1
+    audit.record(
+        session,
+        actor=actor,
+        action="users.password_changed",
+        target=user.ref,
+        details={"forced": forced},
+    )
+
+
+def _end_every_session(session: Session, user: User) -> None:
+    user.session_version += 1
+    staff_sessions.end_all(session, user)
 
 
 def totp_issuer(organization: str) -> str:
@@ -183,14 +257,16 @@ def totp_issuer(organization: str) -> str:
 
 
 def provisioning_uri(user: User, issuer: str) -> str:
-    """The ``otpauth://`` URI an authenticator app scans; it holds the secret: show it once."""
+    """The ``otpauth://`` URI an authenticator app scans; it holds the secret."""
+    if user.totp_secret is None:
+        raise AccountError("two-step verification has not been started for this account")
     return pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.email, issuer_name=issuer)
 
 
 def end_sessions(session: Session, user: User, *, actor: str) -> None:
     """Sign out: every session of this user, on every device, ends at its next request."""
     audit.lock_head(session)
-    user.session_version += 1
+    _end_every_session(session, user)
     audit.record(session, actor=actor, action="auth.logout", target=user.ref)
 
 
@@ -220,9 +296,9 @@ def authenticate(
     """
     now = utcnow()
     typed = email.strip().casefold()[:254]
-    keys = {"account": guard.digest("account", typed), "ip": guard.digest("ip", ip)}
+    keys = _throttle_keys(guard, typed, ip)
     user = find_user(session, typed)
-    _refuse_if_locked(session, keys, now, user)
+    _lock_throttles(session, keys, now, user)
     if user is None:
         _password_matches(_dummy_hash(), password[:MAX_PASSWORD_LENGTH])
         _fail(session, guard, keys, now, user, reason="password")
@@ -248,11 +324,56 @@ def verify_totp(
 
     A code is accepted for the previous, current or next time step, and only for a step newer
     than the last one accepted, so no code works twice. The user row is locked, so two requests
-    racing with one code cannot both win. The first success also completes enrolment.
+    racing with one code cannot both win. The first success also completes enrolment. An
+    empty code is a failure like a wrong one: counted and audited.
     """
     now = at or utcnow()
-    keys = {"account": guard.digest("account", user.email), "ip": guard.digest("ip", ip)}
-    _refuse_if_locked(session, keys, now, user)
+    keys = _throttle_keys(guard, user.email, ip)
+    _lock_throttles(session, keys, now, user)
+    locked = _accept_code(session, guard, keys, now, user, code)
+    if locked.totp_enrolled_at is None:
+        locked.totp_enrolled_at = now
+        audit.record(session, actor=locked.ref, action="users.totp_enrolled", target=locked.ref)
+    audit.record(session, actor=locked.ref, action="auth.login", target=locked.ref)
+
+
+def reauthenticate(
+    session: Session,
+    user: User,
+    password: str,
+    code: str,
+    *,
+    ip: str,
+    guard: LoginGuard,
+    at: datetime | None = None,
+) -> None:
+    """Both factors again, before a signed-in user changes a credential.
+
+    Failures count towards the same lockout as sign-in, so a stolen session cannot be used
+    to guess the password.
+    """
+    now = at or utcnow()
+    keys = _throttle_keys(guard, user.email, ip)
+    _lock_throttles(session, keys, now, user)
+    if not _password_matches(user.password_hash, password[:MAX_PASSWORD_LENGTH]):
+        _fail(session, guard, keys, now, user, reason="password")
+    _accept_code(session, guard, keys, now, user, code)
+    audit.record(session, actor=user.ref, action="auth.reauthenticated", target=user.ref)
+
+
+def _throttle_keys(guard: LoginGuard, email: str, ip: str) -> dict[str, str]:
+    return {"account": guard.digest("account", email), "ip": guard.digest("ip", ip)}
+
+
+def _accept_code(
+    session: Session,
+    guard: LoginGuard,
+    keys: dict[str, str],
+    now: datetime,
+    user: User,
+    code: str,
+) -> User:
+    """Check ``code`` against the locked user row and use up its time step; the row."""
     audit.lock_head(session)
     locked = session.scalars(
         select(User)
@@ -267,15 +388,12 @@ def verify_totp(
         _fail(session, guard, keys, now, locked, reason="totp_replay")
     locked.last_totp_step = step
     session.execute(delete(LoginThrottle).where(_throttle_row("account", keys["account"])))
-    if locked.totp_enrolled_at is None:
-        locked.totp_enrolled_at = now
-        audit.record(session, actor=locked.ref, action="users.totp_enrolled", target=locked.ref)
-    audit.record(session, actor=locked.ref, action="auth.login", target=locked.ref)
+    return locked
 
 
-def _matching_step(secret: str, code: str, now: datetime) -> int | None:
+def _matching_step(secret: str | None, code: str, now: datetime) -> int | None:
     code = code.replace(" ", "")
-    if not CODE_SHAPE.fullmatch(code):
+    if secret is None or not CODE_SHAPE.fullmatch(code):
         return None
     totp = pyotp.TOTP(secret)
     current = totp.timecode(now)
@@ -292,17 +410,30 @@ def _throttle_row(scope: str, key: str) -> ColumnElement[bool]:
     return (LoginThrottle.scope == scope) & (LoginThrottle.key == key)
 
 
-def _refuse_if_locked(
+_THROTTLES = cast(Table, LoginThrottle.__table__)
+
+
+def _lock_throttles(
     session: Session, keys: dict[str, str], now: datetime, user: User | None
 ) -> None:
-    """A locked account or address is refused before any password work is done.
+    """Lock this attempt's throttle rows, then refuse if either is locked out.
 
+    Runs before any password or code work, and the row locks last until the caller commits,
+    so concurrent attempts at one account (or from one address) are judged one at a time:
+    none can pass the check on a count that another is about to raise. Rows are made if
+    missing (a new row counts nothing) and locked in one order, account then address.
     Unknown emails lock exactly like real ones, so a lockout reveals nothing either.
     """
-    rows = session.scalars(
-        select(LoginThrottle).where(
-            _throttle_row("account", keys["account"]) | _throttle_row("ip", keys["ip"])
+    for scope, key in keys.items():
+        insert_unless_taken(
+            session, _THROTTLES, {"scope": scope, "key": key, "window_start": now, "failures": 0}
         )
+    rows = session.scalars(
+        select(LoginThrottle)
+        .where(_throttle_row("account", keys["account"]) | _throttle_row("ip", keys["ip"]))
+        .order_by(LoginThrottle.scope, LoginThrottle.key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).all()
     until = max(
         (row.locked_until for row in rows if row.locked_until and row.locked_until > now),
@@ -322,8 +453,10 @@ def _fail(
     *,
     reason: str,
 ) -> NoReturn:
-    """Count the failure for the account and the address, audit it, then raise."""
-    audit.lock_head(session)  # lock order: audit head, then throttle rows
+    """Count the failure for the account and the address, audit it, then raise.
+
+    The throttle rows are locked already (:func:`_lock_throttles`); the audit head comes after.
+    """
     limits = {"account": guard.account_failures, "ip": guard.ip_failures}
     for scope, key in keys.items():
         if _count_failure(session, guard, scope, key, now, limits[scope]):
@@ -344,12 +477,7 @@ def _count_failure(
     session: Session, guard: LoginGuard, scope: str, key: str, now: datetime, limit: int
 ) -> bool:
     """Add one failure to the row's window; True if this failure locked it."""
-    row = session.scalars(
-        select(LoginThrottle).where(_throttle_row(scope, key)).with_for_update()
-    ).one_or_none()
-    if row is None:
-        row = LoginThrottle(scope=scope, key=key, window_start=now, failures=0)
-        session.add(row)
+    row = session.scalars(select(LoginThrottle).where(_throttle_row(scope, key))).one()
     expired_lock = row.locked_until is not None and row.locked_until <= now
     if expired_lock or row.window_start + guard.window <= now:
         row.window_start, row.failures, row.locked_until = now, 0, None
@@ -372,10 +500,19 @@ def _audit_failure(session: Session, user: User | None, *, reason: str) -> None:
 
 
 def _prune(session: Session, guard: LoginGuard, now: datetime) -> None:
-    """Forget windows long over, so rows for one-off typos and scans do not pile up."""
-    session.execute(
-        delete(LoginThrottle).where(
+    """Forget windows long over, so rows for one-off typos and scans do not pile up.
+
+    Rows another sign-in holds locked are skipped (PostgreSQL: ``SKIP LOCKED``): waiting for
+    them while holding this attempt's own rows could deadlock two attempts in a cycle.
+    """
+    stale = (
+        select(LoginThrottle.scope, LoginThrottle.key)
+        .where(
             LoginThrottle.window_start < now - guard.window - guard.lockout,
             (LoginThrottle.locked_until.is_(None)) | (LoginThrottle.locked_until < now),
         )
+        .with_for_update(skip_locked=True)
+    )
+    session.execute(
+        delete(LoginThrottle).where(tuple_(LoginThrottle.scope, LoginThrottle.key).in_(stale))
     )

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 import flask_migrate
-import segno
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import inspect
@@ -231,20 +230,10 @@ def purge_expired(dry_run: bool, batch_size: int) -> None:
 # ---------------------------------------------------------------------------- users
 
 
-def _show_totp(user: User) -> None:
-    """The TOTP URI once, and as a QR code when a person is looking at the terminal."""
-    uri = accounts.provisioning_uri(
-        user, issuer=accounts.totp_issuer(current_app.config["ORGANIZATION_NAME"])
-    )
-    click.echo("Two-step verification secret (shown once; the user can also scan it at first")
-    click.echo("sign-in, until they have set it up):")
-    click.echo(f"  {uri}")
-    if _stdout_is_terminal():
-        segno.make(uri, error="m").terminal(out=sys.stdout, compact=True)
-
-
-def _stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
+FIRST_SIGN_IN = (
+    "At the first sign-in its owner sets up two-step verification (the key is made then and\n"
+    "shown only to them) and replaces this first password with their own."
+)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -276,7 +265,7 @@ def users_create(email: str, role: str, password_stdin: bool) -> None:
         raise click.ClickException(str(error)) from error
     db.session.commit()
     click.echo(f"created {user.ref} {user.email} ({user.role})")
-    _show_totp(user)
+    click.echo(FIRST_SIGN_IN)
 
 
 @users_cli.command("list")
@@ -314,7 +303,7 @@ def users_reset_2fa(email: str) -> None:
     accounts.reset_2fa(session(), user, actor=cli_actor())
     db.session.commit()
     click.echo(f"reset two-step verification of {user.ref} {user.email}; its sessions ended")
-    _show_totp(user)
+    click.echo("Its owner sets it up again at the next sign-in; the new key is shown only to them.")
 
 
 # ---------------------------------------------------------------------------- dev
@@ -414,9 +403,10 @@ def _ensure_demo_user() -> None:
     password = secrets.token_urlsafe(12)
     user = accounts.create_user(session(), DEMO_EMAIL, "admin", password, actor=cli_actor())
     db.session.commit()
-    click.echo(f"demo coordinator: created {DEMO_EMAIL} (admin), shown once:")
+    click.echo(f"demo coordinator: created {user.email} (admin), shown once:")
     click.echo(f"  password: {password}")
-    _show_totp(user)
+    click.echo("  Sign in at /coordinator/: scan the QR code with an authenticator app, then")
+    click.echo("  choose your own password.")
 
 
 def _ensure_dev_secret(instance: Path) -> bool:

@@ -67,6 +67,22 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+# A host name (or a leading dot for every subdomain of one), or an IPv4 address: no port,
+# scheme, path or wildcard. Werkzeug compares the request's host without its port.
+HOST_NAME = re.compile(r"\.?[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+
+
+def _parse_hosts(raw: str) -> tuple[str, ...]:
+    """``intake.example.org staff.example.org`` -> a tuple of lower-case host names."""
+    hosts = []
+    for item in raw.replace(",", " ").split():
+        host = item.lower().removesuffix(".")
+        if not HOST_NAME.fullmatch(host) or len(host) > 253:
+            raise ValueError(f"expected host names like intake.example.org, got {item!r}")
+        hosts.append(host)
+    return tuple(hosts)
+
+
 def _parse_rate_limit(raw: str) -> str:
     from limits import parse_many
 
@@ -144,6 +160,13 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         int,
         "How many reverse proxies in front set X-Forwarded-For/-Proto/-Host (0: trust none).",
+    ),
+    Setting(
+        "TRUSTED_HOSTS",
+        (),
+        _parse_hosts,
+        "Host names this deployment answers to, separated by spaces; any other `Host` gets 400. "
+        "Required in production.",
     ),
     Setting(
         "EMBED_ORIGINS",
@@ -255,6 +278,11 @@ def production_problems(settings: Mapping[str, Any]) -> list[str]:
         problems.append(f"INTAKE_SECRET_KEY is shorter than {MIN_SECRET_LENGTH} characters")
     if str(settings["DATABASE_URL"]).startswith("sqlite"):
         problems.append("INTAKE_DATABASE_URL points at SQLite; production needs PostgreSQL")
+    if not settings.get("TRUSTED_HOSTS"):
+        problems.append(
+            "INTAKE_TRUSTED_HOSTS is not set; name the host names this deployment answers to "
+            "(redirects and links are built from the Host header)"
+        )
     if settings.get("SESSION_COOKIE_SECURE") is not True:
         problems.append("INTAKE_SESSION_COOKIE_SECURE must be true (cookies over HTTPS only)")
     passphrase = settings.get("KEY_PASSPHRASE")

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -227,7 +228,10 @@ class User(Base):
     """A staff account. Staff emails are work identities, not PHI, so they are plain columns.
 
     ``totp_secret`` is a credential stored like the password hash's neighbour: plaintext base32,
-    protected as the database is (docs/security.md, "Accounts", says why it is not sealed).
+    protected as the database is (docs/security.md, "Accounts", says why it is not sealed). It is
+    NULL until the account's owner starts enrolment at their first sign-in, so whoever created
+    the account never sees the secret that is used. ``password_change_required`` holds a new
+    account (or one whose password an admin set) at a "choose your own password" step.
     """
 
     __tablename__ = "users"
@@ -237,13 +241,15 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)  # stripped and casefolded
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, PHC string format
-    totp_secret: Mapped[str] = mapped_column(String(64))
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
     totp_enrolled_at: Mapped[datetime | None]
     # The newest TOTP time step accepted: a code of this step or an older one is a replay.
     last_totp_step: Mapped[int | None] = mapped_column(Integer)
     disabled_at: Mapped[datetime | None]
     # Part of every staff session; bumping it ends all of that user's sessions at once.
     session_version: Mapped[int] = mapped_column(Integer, default=1)
+    password_change_required: Mapped[bool] = mapped_column(Boolean, default=True)
+    password_changed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
@@ -254,6 +260,28 @@ class User(Base):
     def ref(self) -> str:
         """How audit rows name this account: never by its email."""
         return f"user:{self.id}"
+
+
+class StaffSession(Base):
+    """One signed-in staff session, so its owner can see it and end it from another device.
+
+    The cookie carries a random token; only its SHA-256 is stored, so a copy of this table does
+    not let anyone resume a session. Ended sessions keep their row (with ``ended_at``) until the
+    retention of :func:`intake.staff_sessions.prune`.
+    """
+
+    __tablename__ = "staff_sessions"
+    __table_args__ = (Index("ix_staff_sessions_user_started", "user_id", "started_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid7)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    # What the owner needs to recognise the device: the browser's own description and address.
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+    address: Mapped[str] = mapped_column(String(45), default="")
 
 
 class LoginThrottle(Base):

@@ -29,7 +29,7 @@ from jinja2.runtime import Context
 from markupsafe import Markup
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, SecurityError
 
 from intake.config import is_production
 from intake.database import read_only
@@ -143,8 +143,16 @@ def _error_page(code: int) -> tuple[str, int]:
     return render_template("errors/error.html", code=code, title=title, message=message), code
 
 
-def render_error(error: HTTPException) -> tuple[str, int]:
+def render_error(error: HTTPException) -> tuple[str, int] | Response:
+    if _untrusted_host():
+        # No page: links on it would be built from the very host name that was refused.
+        return Response("Unknown host.\n", 400, mimetype="text/plain")
     return _error_page(error.code or 500)
+
+
+def _untrusted_host() -> bool:
+    """The request named a host outside ``INTAKE_TRUSTED_HOSTS`` (Flask refused to route it)."""
+    return isinstance(request.routing_exception, SecurityError)
 
 
 def render_unexpected(error: Exception) -> tuple[str, int]:

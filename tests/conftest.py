@@ -39,6 +39,7 @@ TABLES = (
     "sealing_keys",
     "audit_events",
     "audit_head",
+    "staff_sessions",
     "users",
     "login_throttles",
 )

@@ -99,7 +99,8 @@ class StaffAccount:
     email: str
     role: str
     password: str
-    totp_secret: str
+    # Made by the server when the owner opens the enrolment page; read from that page.
+    totp_secret: str | None = None
     last_step: int = -1  # the newest TOTP step a helper has used: codes cannot be replayed
 
     @property
@@ -110,7 +111,8 @@ class StaffAccount:
 def make_user(
     app: Flask, role: str = "coordinator", password: str = STAFF_PASSWORD, email: str = ""
 ) -> StaffAccount:
-    """A committed account, not yet enrolled in two-factor (its first sign-in enrols it)."""
+    """A committed account, not yet enrolled in two-factor (its first sign-in enrols it, and
+    replaces its first password: see :func:`login`)."""
     with app.app_context():
         user = accounts.create_user(
             db.session(),
@@ -120,7 +122,7 @@ def make_user(
             actor="cli:test",
         )
         db.session.commit()
-        return StaffAccount(user.id, user.email, user.role, password, user.totp_secret)
+        return StaffAccount(user.id, user.email, user.role, password)
 
 
 def next_code(account: StaffAccount) -> str:
@@ -128,6 +130,7 @@ def next_code(account: StaffAccount) -> str:
 
     Uses the current step, then the next one, so one account can sign in twice per 30 s.
     """
+    assert account.totp_secret, "the account has not opened its enrolment page yet"
     totp = pyotp.TOTP(account.totp_secret)
     current = totp.timecode(datetime.now(UTC))
     step = max(current, account.last_step + 1)
@@ -138,6 +141,7 @@ def next_code(account: StaffAccount) -> str:
 
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+SHOWN_SECRET = re.compile(r'<code class="staff-secret">([A-Z2-7 ]+)</code>')
 
 
 def csrf_token(client: FlaskClient, path: str) -> str:
@@ -148,8 +152,27 @@ def csrf_token(client: FlaskClient, path: str) -> str:
     return match.group(1)
 
 
+def read_enrolment_secret(client: FlaskClient, account: StaffAccount) -> str:
+    """Open the enrolment page as its owner would, and keep the key it shows (the only place)."""
+    page = client.get("/coordinator/login/enrol")
+    assert page.status_code == 200, page.status_code
+    match = SHOWN_SECRET.search(page.get_data(as_text=True))
+    assert match, "no key on the enrolment page"
+    account.totp_secret = match.group(1).replace(" ", "")
+    return account.totp_secret
+
+
+def new_password_for(account: StaffAccount) -> str:
+    return f"{account.password} (own)"
+
+
 def login(client: FlaskClient, account: StaffAccount) -> TestResponse:
-    """Sign in through the real pages: password, then the enrolment or code page."""
+    """Sign in through the real pages, as the account's owner would.
+
+    Password, then the enrolment page (whose key is read, as an authenticator app would scan
+    it) or the code page, then, at a first sign-in, the page that replaces the first password
+    (``account.password`` is updated).
+    """
     response = client.post(
         "/coordinator/login",
         data={
@@ -160,9 +183,26 @@ def login(client: FlaskClient, account: StaffAccount) -> TestResponse:
     )
     assert response.status_code == 303, response.status_code
     second_step = response.headers["Location"]
+    if second_step.endswith("/enrol"):
+        read_enrolment_secret(client, account)
     response = client.post(
         second_step,
         data={"csrf_token": csrf_token(client, second_step), "code": next_code(account)},
     )
     assert response.status_code == 303, response.get_data(as_text=True)
+    if response.headers["Location"].endswith("/login/new-password"):
+        response = choose_new_password(client, account)
+    return response
+
+
+def choose_new_password(client: FlaskClient, account: StaffAccount) -> TestResponse:
+    """The first sign-in's last step: replace the first password with the owner's own."""
+    path = "/coordinator/login/new-password"
+    new = new_password_for(account)
+    response = client.post(
+        path,
+        data={"csrf_token": csrf_token(client, path), "new_password": new, "confirm_password": new},
+    )
+    assert response.status_code == 303, response.get_data(as_text=True)
+    account.password = new
     return response

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pyotp
@@ -11,7 +12,7 @@ from argon2 import PasswordHasher
 from flask import Flask
 from sqlalchemy import select, update
 
-from intake import accounts
+from intake import accounts, staff_sessions
 from intake.extensions import db
 from intake.models import AuditEvent, LoginThrottle, User
 from tests.conftest import TEST_SECRET, AppFactory
@@ -19,6 +20,8 @@ from tests.factories import STAFF_PASSWORD, StaffAccount, make_user
 
 GUARD = accounts.guard_from_secret(TEST_SECRET)
 IP = "198.51.100.7"
+LIMITS = staff_sessions.Limits(idle=timedelta(minutes=15), lifetime=timedelta(hours=12))
+token_hash = staff_sessions.token_hash
 
 
 @pytest.fixture
@@ -54,7 +57,17 @@ def submit_code(user: User, code: str, at: datetime | None = None) -> None:
 
 
 def code_at(account: StaffAccount, when: datetime) -> str:
+    assert account.totp_secret
     return pyotp.TOTP(account.totp_secret).at(when)
+
+
+def enrolling(account: StaffAccount) -> StaffAccount:
+    """The account once its owner has opened the enrolment page: it has a secret now."""
+    user = user_row(account)
+    accounts.start_enrolment(db.session(), user)
+    db.session.commit()
+    account.totp_secret = user.totp_secret
+    return account
 
 
 # ---------------------------------------------------------------------------- creating
@@ -66,7 +79,8 @@ def test_create_user_stores_argon2id_and_audits_without_the_email(ctx: Flask) ->
     assert user.email == "ada.lovelace@example.org"
     assert user.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     assert STAFF_PASSWORD not in user.password_hash
-    assert len(user.totp_secret) == 32 and user.totp_enrolled_at is None
+    assert user.totp_secret is None and user.totp_enrolled_at is None  # made at first sign-in
+    assert user.password_change_required and user.password_changed_at is None
     assert user.session_version == 1 and user.active
     (event,) = audit_rows("users.created")
     assert (event.actor, event.target, event.details) == (
@@ -229,7 +243,7 @@ def test_throttle_rows_hold_neither_email_nor_address(ctx: Flask) -> None:
 
 
 def test_code_completes_sign_in_enrols_and_audits_once(ctx: Flask) -> None:
-    account = make_user(ctx)
+    account = enrolling(make_user(ctx))
     now = datetime.now(UTC)
     submit_code(user_row(account), code_at(account, now), at=now)
     user = user_row(account)
@@ -241,7 +255,7 @@ def test_code_completes_sign_in_enrols_and_audits_once(ctx: Flask) -> None:
 
 
 def test_wrong_code_fails_and_counts_towards_the_lock(ctx: Flask) -> None:
-    account = make_user(ctx)
+    account = enrolling(make_user(ctx))
     now = datetime.now(UTC)
     right = code_at(account, now)
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
@@ -256,7 +270,7 @@ def test_wrong_code_fails_and_counts_towards_the_lock(ctx: Flask) -> None:
 
 
 def test_a_code_cannot_be_replayed(ctx: Flask) -> None:
-    account = make_user(ctx)
+    account = enrolling(make_user(ctx))
     now = datetime.now(UTC)
     code = code_at(account, now)
     submit_code(user_row(account), code, at=now)
@@ -272,7 +286,7 @@ def test_a_code_cannot_be_replayed(ctx: Flask) -> None:
 
 
 def test_codes_are_accepted_one_step_either_side_only(ctx: Flask) -> None:
-    account = make_user(ctx)
+    account = enrolling(make_user(ctx))
     now = datetime.now(UTC)
     with pytest.raises(accounts.AuthenticationFailed):
         submit_code(user_row(account), code_at(account, now - timedelta(seconds=61)), at=now)
@@ -281,7 +295,7 @@ def test_codes_are_accepted_one_step_either_side_only(ctx: Flask) -> None:
 
 
 def test_disabled_between_password_and_code_fails(ctx: Flask) -> None:
-    account = make_user(ctx)
+    account = enrolling(make_user(ctx))
     user = sign_in(account.email, STAFF_PASSWORD)
     accounts.disable_user(db.session(), user_row(account), actor="cli:test")
     db.session.commit()
@@ -304,15 +318,17 @@ def test_disable_ends_sessions_once(ctx: Flask) -> None:
 
 
 def test_reset_2fa_makes_a_new_secret_to_enrol_again(ctx: Flask) -> None:
-    account = make_user(ctx)
+    account = enrolling(make_user(ctx))
     now = datetime.now(UTC)
     submit_code(user_row(account), code_at(account, now), at=now)
     accounts.reset_2fa(db.session(), user_row(account), actor="cli:test")
     db.session.commit()
     user = user_row(account)
-    assert user.totp_secret != account.totp_secret
+    assert user.totp_secret is None  # the next enrolment makes a new one, for its owner only
     assert user.totp_enrolled_at is None and user.last_totp_step is None
     assert user.session_version == 2
+    with pytest.raises(accounts.AuthenticationFailed):  # the old secret's codes are dead
+        submit_code(user, code_at(account, now + timedelta(seconds=30)), at=now)
     assert len(audit_rows("users.totp_reset")) == 1
 
 
@@ -325,7 +341,7 @@ def test_end_sessions_bumps_the_version_and_audits(ctx: Flask) -> None:
 
 
 def test_provisioning_uri_names_the_issuer(ctx: Flask) -> None:
-    account = make_user(ctx, email="kim@example.org")
+    account = enrolling(make_user(ctx, email="kim@example.org"))
     uri = accounts.provisioning_uri(user_row(account), issuer="Mercy Oncology")
     assert uri.startswith("otpauth://totp/Mercy%20Oncology:kim%40example.org?secret=")
     assert f"secret={account.totp_secret}" in uri
@@ -339,3 +355,158 @@ def test_no_audit_row_names_an_email(ctx: Flask) -> None:
     assert len(rows) > 5
     for row in rows:
         assert "@" not in f"{row.actor}{row.target}{row.details}"
+
+
+# ---------------------------------------------------------------------------- concurrent guesses
+
+
+def _race(app: Flask, attempts: int, attempt: Callable[[], str]) -> list[str]:
+    """Run ``attempts`` calls of ``attempt`` at once, each in its own thread and session."""
+    barrier = threading.Barrier(attempts)
+    outcomes: list[str] = []
+
+    def run() -> None:
+        with app.app_context():
+            barrier.wait()
+            try:
+                outcomes.append(attempt())
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=run) for _ in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(outcomes) == attempts
+    return outcomes
+
+
+def _outcome(call: Callable[[], object]) -> str:
+    try:
+        call()
+    except accounts.LoginThrottled:
+        db.session.commit()
+        return "throttled"
+    except accounts.AuthenticationFailed:
+        db.session.commit()
+        return "failed"
+    db.session.commit()
+    return "accepted"
+
+
+def test_concurrent_wrong_passwords_cannot_pass_the_lockout(app: Flask) -> None:
+    """All at once, no more guesses are judged than the limit, and the lock holds after them.
+
+    Before the throttle rows were locked first, 80 concurrent guesses on PostgreSQL were each
+    checked against a count none of them had raised yet: 27 were judged.
+    """
+    account = make_user(app)
+    outcomes = _race(
+        app,
+        16,
+        lambda: _outcome(
+            lambda: accounts.authenticate(
+                db.session(), account.email, "wrong password here", ip=IP, guard=GUARD
+            )
+        ),
+    )
+    assert outcomes.count("failed") == GUARD.account_failures
+    assert outcomes.count("throttled") == 16 - GUARD.account_failures
+    with app.app_context():
+        judged = [e.details for e in audit_rows("auth.login_failed")]
+        assert judged.count('{"reason":"password"}') == GUARD.account_failures
+        assert len(audit_rows("auth.locked")) == 1
+        with pytest.raises(accounts.LoginThrottled):
+            sign_in(account.email, STAFF_PASSWORD)
+
+
+def test_concurrent_wrong_codes_cannot_pass_the_lockout(app: Flask) -> None:
+    account = make_user(app)
+    with app.app_context():
+        enrolling(account)
+    outcomes = _race(
+        app,
+        16,
+        lambda: _outcome(
+            lambda: accounts.verify_totp(
+                db.session(), user_row(account), "000000", ip=IP, guard=GUARD
+            )
+        ),
+    )
+    assert outcomes.count("failed") == GUARD.account_failures
+    assert outcomes.count("throttled") == 16 - GUARD.account_failures
+    with app.app_context(), pytest.raises(accounts.LoginThrottled):
+        submit_code(user_row(account), code_at(account, datetime.now(UTC)))
+
+
+# ---------------------------------------------------------------------------- own credentials
+
+
+def test_start_enrolment_refuses_an_enrolled_account(ctx: Flask) -> None:
+    account = enrolling(make_user(ctx))
+    now = datetime.now(UTC)
+    submit_code(user_row(account), code_at(account, now), at=now)
+    with pytest.raises(accounts.AlreadyEnrolled):
+        accounts.start_enrolment(db.session(), user_row(account))
+    assert user_row(account).totp_secret == account.totp_secret
+
+
+def test_change_password_needs_a_different_strong_one_and_ends_other_sessions(
+    ctx: Flask,
+) -> None:
+    account = make_user(ctx)
+    user = user_row(account)
+    for weak, error in [
+        ("short", accounts.WeakPassword),
+        (STAFF_PASSWORD, accounts.SamePassword),
+    ]:
+        with pytest.raises(error):
+            accounts.change_password(db.session(), user, weak, actor=account.ref)
+        db.session.rollback()
+    kept = staff_sessions.open_session(db.session(), user_row(account), user_agent="A", address="")
+    staff_sessions.open_session(db.session(), user_row(account), user_agent="B", address="")
+    db.session.commit()
+    user = user_row(account)
+    accounts.change_password(
+        db.session(), user, "a brand new passphrase", actor=account.ref, keep=token_hash(kept)
+    )
+    db.session.commit()
+    user = user_row(account)
+    assert not user.password_change_required and user.password_changed_at is not None
+    assert user.session_version == 2
+    live = staff_sessions.live_sessions(db.session(), user, LIMITS)
+    assert [row.user_agent for row in live] == ["A"]
+    (event,) = audit_rows("users.password_changed")
+    assert (event.actor, event.target, event.details) == (
+        account.ref,
+        account.ref,
+        '{"forced":true}',
+    )
+    with pytest.raises(accounts.AuthenticationFailed):
+        sign_in(account.email, STAFF_PASSWORD)
+    assert sign_in(account.email, "a brand new passphrase")
+
+
+def reauthenticate(account: StaffAccount, password: str, code: str, at: datetime) -> None:
+    try:
+        accounts.reauthenticate(
+            db.session(), user_row(account), password, code, ip=IP, guard=GUARD, at=at
+        )
+    finally:
+        db.session.commit()
+
+
+def test_reauthentication_counts_failures_towards_the_lockout(ctx: Flask) -> None:
+    account = enrolling(make_user(ctx))
+    now = datetime.now(UTC)
+    with pytest.raises(accounts.AuthenticationFailed):
+        reauthenticate(account, "wrong password!", code_at(account, now), now)
+    with pytest.raises(accounts.AuthenticationFailed):
+        reauthenticate(account, STAFF_PASSWORD, "", now)
+    reasons = [e.details for e in audit_rows("auth.login_failed")]
+    assert reasons == ['{"reason":"password"}', '{"reason":"totp"}']
+    fail_times(account.email, 3)
+    with pytest.raises(accounts.LoginThrottled):
+        reauthenticate(account, STAFF_PASSWORD, code_at(account, now), now)
+    assert not audit_rows("auth.reauthenticated")

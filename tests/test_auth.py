@@ -21,10 +21,12 @@ from tests.conftest import AppFactory
 from tests.factories import (
     STAFF_PASSWORD,
     StaffAccount,
+    choose_new_password,
     csrf_token,
     login,
     make_user,
     next_code,
+    read_enrolment_secret,
 )
 
 STAFF_COOKIE = "intake-staff"
@@ -101,13 +103,26 @@ def test_password_then_enrolment_then_home(
     svg = re.search(r'<svg role="img" aria-label="QR code[^"]*" width="\d+".*?</svg>', page, re.S)
     assert svg and "<path" in svg[0]
     assert "data:" not in svg[0] and "<image" not in svg[0] and "style=" not in svg[0]
-    spaced = " ".join(re.findall("....", staff.totp_secret))
-    assert spaced in page
+    with app.app_context():
+        user = db.session.get(User, staff.id)
+        assert user is not None and user.totp_secret is not None
+        secret = user.totp_secret
+    assert " ".join(re.findall("....", secret)) in page
+    assert read_enrolment_secret(client, staff) == secret  # a reload shows the same key
     response = code_step(client, next_code(staff), "/coordinator/login/enrol")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/coordinator/login/new-password"
+    assert not signed_in(client)  # not before the first password is replaced
+    response = choose_new_password(client, staff)
     assert response.status_code == 303 and response.headers["Location"] == "/coordinator/"
     home = client.get("/coordinator/").get_data(as_text=True)
     assert f"Signed in as <strong>{staff.email}</strong> (coordinator)" in home
-    assert actions(app)[-2:] == ["users.totp_enrolled", "auth.login"]
+    assert actions(app)[-4:] == [
+        "users.totp_enrolment_started",
+        "users.totp_enrolled",
+        "auth.login",
+        "users.password_changed",
+    ]
 
 
 def test_enrolled_users_get_the_code_page_and_no_secret(
@@ -147,6 +162,7 @@ def test_wrong_code_keeps_you_on_the_code_page(
     app: Flask, client: FlaskClient, staff: StaffAccount
 ) -> None:
     password_step(client, staff.email, staff.password)
+    read_enrolment_secret(client, staff)
     right = next_code(staff)
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     response = code_step(client, wrong, "/coordinator/login/enrol")
@@ -158,8 +174,10 @@ def test_wrong_code_keeps_you_on_the_code_page(
 
 def test_replayed_code_is_refused(app: Flask, client: FlaskClient, staff: StaffAccount) -> None:
     password_step(client, staff.email, staff.password)
+    read_enrolment_secret(client, staff)
     code = next_code(staff)
     assert code_step(client, code, "/coordinator/login/enrol").status_code == 303
+    choose_new_password(client, staff)
     sign_out(client)
     password_step(client, staff.email, staff.password)
     assert code_step(client, code).status_code == 422
@@ -218,7 +236,9 @@ def test_sign_in_returns_to_the_page_asked_for(client: FlaskClient, admin: Staff
     login_page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert 'name="next" value="/coordinator/users"' in login_page
     password_step(client, admin.email, admin.password, next="/coordinator/users")
-    response = code_step(client, next_code(admin), "/coordinator/login/enrol")
+    read_enrolment_secret(client, admin)
+    code_step(client, next_code(admin), "/coordinator/login/enrol")
+    response = choose_new_password(client, admin)
     assert response.headers["Location"] == "/coordinator/users"
 
 
@@ -238,7 +258,9 @@ def test_next_never_leaves_the_staff_surface(
     client: FlaskClient, staff: StaffAccount, target: str
 ) -> None:
     password_step(client, staff.email, staff.password, next=target)
-    response = code_step(client, next_code(staff), "/coordinator/login/enrol")
+    read_enrolment_secret(client, staff)
+    code_step(client, next_code(staff), "/coordinator/login/enrol")
+    response = choose_new_password(client, staff)
     assert response.headers["Location"] == "/coordinator/"
 
 
@@ -251,11 +273,13 @@ def test_session_is_rotated_at_sign_in(client: FlaskClient, staff: StaffAccount)
     password_step(client, staff.email, staff.password)
     pending = staff_session(client)
     assert set(pending) == {"nonce", "pending"}  # the planted value and the old CSRF token: gone
+    read_enrolment_secret(client, staff)
     code_step(client, next_code(staff), "/coordinator/login/enrol")
+    choose_new_password(client, staff)
     after = staff_session(client)
     assert "planted" not in after and "pending" not in after
     assert after["nonce"] != pending["nonce"] and len(after["nonce"]) >= 16
-    assert set(after) == {"nonce", "uid", "sv", "login_at", "seen_at"}
+    assert set(after) == {"nonce", "uid", "sv", "sid", "login_at", "seen_at"}
     assert staff.email not in repr(after)
 
 
@@ -413,6 +437,8 @@ def test_every_staff_view_declares_who_may_use_it(app: Flask) -> None:
         "coordinator.verify_submit",
         "coordinator.enrol",
         "coordinator.enrol_submit",
+        "coordinator.new_password",
+        "coordinator.new_password_submit",
     }
 
 
@@ -435,7 +461,7 @@ def test_only_admins_manage_users(app: Flask, role: str, status: int) -> None:
     token = csrf_token(client, "/coordinator/")
     data = {"csrf_token": token, "email": "x@example.org", "role": "admin"}
     created = client.post("/coordinator/users", data={**data, "password": STAFF_PASSWORD})
-    assert created.status_code == (201 if role == "admin" else 403)
+    assert created.status_code == (303 if role == "admin" else 403)
     if status == 403:
         body = response.get_data(as_text=True)
         assert "You do not have access to this page" in body and "@" not in body
@@ -459,7 +485,11 @@ def test_every_staff_post_refuses_a_missing_csrf_token(
     ]
     assert len(posts) >= 6
     for rule in posts:
-        path = rule.rule.replace("<int:user_id>", "1").replace("<reference>", "2222-2222")
+        path = (
+            rule.rule.replace("<int:user_id>", "1")
+            .replace("<reference>", "2222-2222")
+            .replace("<uuid:session_id>", "0190e6a0-0000-7000-8000-000000000000")
+        )
         assert "<" not in path, f"give {rule.rule} a sample value here"
         response = admin_client.post(path, data={"email": "x@example.org", "code": "123456"})
         assert response.status_code == 400, rule.rule
@@ -471,7 +501,7 @@ def test_every_staff_post_refuses_a_missing_csrf_token(
 # ---------------------------------------------------------------------------- user admin
 
 
-def test_admin_creates_an_account_and_sees_its_secret_once(
+def test_admin_creates_an_account_and_never_sees_its_secret(
     app: Flask, admin: StaffAccount, admin_client: FlaskClient
 ) -> None:
     token = csrf_token(admin_client, "/coordinator/users")
@@ -484,18 +514,24 @@ def test_admin_creates_an_account_and_sees_its_secret_once(
             "password": STAFF_PASSWORD,
         },
     )
-    assert response.status_code == 201
-    page = response.get_data(as_text=True)
-    assert "otpauth://totp/" in page and '<svg role="img"' in page
-    listing = admin_client.get("/coordinator/users").get_data(as_text=True)
-    assert "new.person@example.org" in listing and "otpauth://" not in listing
+    assert response.status_code == 303
+    listing = admin_client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Created new.person@example.org (auditor)" in listing
+    assert "replace the first password" in listing
+    assert "otpauth://" not in listing and '<svg role="img"' not in listing
     with app.app_context():
         user = accounts.find_user(db.session(), "new.person@example.org")
         assert user is not None and user.role == "auditor"
-        assert user.totp_secret in page.replace(" ", "")
+        assert user.totp_secret is None and user.password_change_required
         new_ref = user.ref
     created = [e for e in audit_rows(app) if e.action == "users.created"]
     assert [(e.actor, e.target) for e in created][-1] == (admin.ref, new_ref)
+    # The owner's first sign-in makes the secret; it is not anything the admin could have seen.
+    owner = StaffAccount(
+        int(new_ref.split(":")[1]), "new.person@example.org", "auditor", STAFF_PASSWORD
+    )
+    login(app.test_client(), owner)
+    assert owner.totp_secret and owner.totp_secret not in listing
 
 
 @pytest.mark.parametrize(
@@ -540,10 +576,12 @@ def test_admin_resets_two_factor(
     response = admin_client.post(
         f"/coordinator/users/{staff.id}/reset-2fa", data={"csrf_token": token}
     )
-    assert response.status_code == 200 and "otpauth://totp/" in response.get_data(as_text=True)
+    assert response.status_code == 303
+    page = admin_client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Reset two-step verification of" in page and "otpauth://" not in page
     with app.app_context():
         user = db.session.get(User, staff.id)
-        assert user is not None and user.totp_secret != staff.totp_secret
+        assert user is not None and user.totp_secret is None and user.totp_enrolled_at is None
     assert actions(app).count("users.totp_reset") == 1
 
 
@@ -584,13 +622,17 @@ def test_each_action_writes_exactly_one_row_and_no_email(
     assert actions(app) == [
         "users.created",  # staff (by the test factory)
         "users.created",  # admin
+        "users.totp_enrolment_started",
         "users.totp_enrolled",
         "auth.login",
+        "users.password_changed",
         "auth.logout",
         "auth.login_failed",
         "auth.login_failed",
+        "users.totp_enrolment_started",
         "users.totp_enrolled",
         "auth.login",
+        "users.password_changed",
         "users.disabled",
     ]
     for row in audit_rows(app):
@@ -598,7 +640,184 @@ def test_each_action_writes_exactly_one_row_and_no_email(
         assert "@" not in text and "example" not in text, text
 
 
-def test_codes_are_computed_like_an_authenticator_app(staff: StaffAccount) -> None:
+def test_codes_are_computed_like_an_authenticator_app(app: Flask, staff: StaffAccount) -> None:
     """The test helper's codes are ordinary TOTP: 6 digits, 30-second steps, SHA-1."""
+    login(app.test_client(), staff)
+    assert staff.totp_secret is not None
     code = next_code(staff)
     assert pyotp.TOTP(staff.totp_secret).verify(code, valid_window=1, for_time=time.time())
+
+
+# ---------------------------------------------------------------------------- the second factor
+
+
+def enrolled(app: Flask, account: StaffAccount) -> StaffAccount:
+    """The account after its first sign-in (enrolled, own password), signed out again."""
+    client = app.test_client()
+    login(client, account)
+    sign_out(client)
+    return account
+
+
+@pytest.mark.parametrize("code", ["", "000000", "not a code"])
+def test_an_enrolled_account_never_sees_its_secret_on_the_enrol_page(
+    app: Flask, client: FlaskClient, staff: StaffAccount, code: str
+) -> None:
+    """The bypass: a wrong or empty code posted to the enrol step re-showed the secret."""
+    enrolled(app, staff)
+    assert staff.totp_secret
+    password_step(client, staff.email, staff.password)
+    token = csrf_token(client, "/coordinator/login/verify")
+    response = client.post("/coordinator/login/enrol", data={"csrf_token": token, "code": code})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/coordinator/login/verify"
+    for page in (response, client.get("/coordinator/login/enrol")):
+        body = page.get_data(as_text=True)
+        assert staff.totp_secret not in body.replace(" ", "")
+        assert "<svg" not in body and "otpauth" not in body
+    assert not signed_in(client)
+
+
+@pytest.mark.parametrize("path", ["/coordinator/login/verify", "/coordinator/login/enrol"])
+def test_empty_codes_are_counted_and_audited_like_wrong_ones(
+    app: Flask, client: FlaskClient, staff: StaffAccount, path: str
+) -> None:
+    if path.endswith("verify"):
+        enrolled(app, staff)
+    password_step(client, staff.email, staff.password)
+    if path.endswith("enrol"):
+        client.get(path)
+    before = actions(app).count("auth.login_failed")
+    for _ in range(4):
+        response = code_step(client, "", path)
+        assert response.status_code == 422
+        assert "Enter the 6-digit code." in response.get_data(as_text=True)
+    assert actions(app).count("auth.login_failed") == before + 4
+    response = code_step(client, "", path)  # the fifth failure locks the account
+    assert response.status_code == 422 and actions(app).count("auth.locked") == 1
+    assert password_step(client, staff.email, staff.password).status_code == 429
+    assert not signed_in(client)
+
+
+def test_the_secret_is_made_at_first_enrolment_not_at_creation(
+    app: Flask, staff: StaffAccount
+) -> None:
+    """Whoever created the account never knew a secret; each sign-in attempt makes a new one."""
+    with app.app_context():
+        user = db.session.get(User, staff.id)
+        assert user is not None and user.totp_secret is None
+    first, second = app.test_client(), app.test_client()
+    password_step(first, staff.email, staff.password)
+    scanned_early = read_enrolment_secret(first, staff)
+    password_step(second, staff.email, staff.password)
+    fresh = read_enrolment_secret(second, staff)
+    assert fresh != scanned_early
+    early = StaffAccount(staff.id, staff.email, staff.role, staff.password, scanned_early)
+    assert code_step(first, next_code(early), "/coordinator/login/enrol").status_code == 422
+    assert code_step(second, next_code(staff), "/coordinator/login/enrol").status_code == 303
+    assert actions(app).count("users.totp_enrolment_started") == 2
+
+
+def test_a_wrong_code_after_someone_else_enrolled_shows_no_secret(
+    app: Flask, staff: StaffAccount
+) -> None:
+    """Two sign-ins at once: once one has enrolled, the other's enrol page has no key to show."""
+    slow, quick = app.test_client(), app.test_client()
+    password_step(slow, staff.email, staff.password)
+    slow.get("/coordinator/login/enrol")
+    token = csrf_token(slow, "/coordinator/login/enrol")
+    login(quick, staff)  # enrols with a secret of its own
+    response = slow.post("/coordinator/login/enrol", data={"csrf_token": token, "code": "000000"})
+    body = response.get_data(as_text=True)
+    assert response.status_code == 303 and "<svg" not in body
+    assert staff.totp_secret and staff.totp_secret not in body.replace(" ", "")
+
+
+def test_first_sign_in_reaches_no_page_before_the_password_is_replaced(
+    app: Flask, client: FlaskClient, staff: StaffAccount
+) -> None:
+    password_step(client, staff.email, staff.password)
+    read_enrolment_secret(client, staff)
+    response = code_step(client, next_code(staff), "/coordinator/login/enrol")
+    assert response.headers["Location"] == "/coordinator/login/new-password"
+    assert client.get("/coordinator/").status_code == 303  # to sign-in: no session yet
+    path = "/coordinator/login/new-password"
+    cases = [
+        ({"new_password": "", "confirm_password": ""}, "new_password", "Enter a new password."),
+        (
+            {"new_password": "another long password", "confirm_password": "another long passw0rd"},
+            "confirm_password",
+            "The two new passwords do not match.",
+        ),
+        (
+            {"new_password": "short", "confirm_password": "short"},
+            "new_password",
+            "The password must be at least 12 characters.",
+        ),
+        (
+            {"new_password": staff.password, "confirm_password": staff.password},
+            "new_password",
+            "Choose a password different from the current one.",
+        ),
+    ]
+    for data, field, message in cases:
+        response = client.post(path, data={"csrf_token": csrf_token(client, path), **data})
+        body = response.get_data(as_text=True)
+        assert response.status_code == 422, message
+        assert f'<a href="#{field}">{message}</a>' in body
+        if data["new_password"]:
+            assert f'value="{data["new_password"]}"' not in body  # passwords are not echoed
+    assert not signed_in(client)
+    choose_new_password(client, staff)
+    assert signed_in(client)
+    with app.app_context():
+        user = db.session.get(User, staff.id)
+        assert user is not None and not user.password_change_required
+    fresh = app.test_client()
+    assert password_step(fresh, staff.email, STAFF_PASSWORD).status_code == 422  # the old one
+    assert password_step(fresh, staff.email, staff.password).status_code == 303
+
+
+def test_the_new_password_step_expires_and_needs_the_code_step(
+    client: FlaskClient, staff: StaffAccount
+) -> None:
+    path = "/coordinator/login/new-password"
+    password_step(client, staff.email, staff.password)  # the password alone: not enough
+    assert client.get(path).headers["Location"] == "/coordinator/login"
+    password_step(client, staff.email, staff.password)
+    read_enrolment_secret(client, staff)
+    code_step(client, next_code(staff), "/coordinator/login/enrol")
+    with client.session_transaction("/coordinator/") as session:
+        session["pending"] = {**session["pending"], "at": session["pending"]["at"] - 301}
+    assert client.get(path).headers["Location"] == "/coordinator/login"
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+def test_every_refusal_is_audited_with_the_page_but_not_the_query(
+    app: Flask, staff: StaffAccount
+) -> None:
+    client = app.test_client()
+    login(client, staff)
+    response = client.get("/coordinator/users?email=patient-secret%40example.org")
+    assert response.status_code == 403
+    token = csrf_token(client, "/coordinator/")
+    client.post(f"/coordinator/users/{staff.id}/disable", data={"csrf_token": token})
+    denied = [e for e in audit_rows(app) if e.action == "access.denied"]
+    assert [(e.actor, e.target) for e in denied] == [(staff.ref, staff.ref)] * 2
+    assert [e.details for e in denied] == [
+        '{"endpoint":"coordinator.users","method":"GET"}',
+        '{"endpoint":"coordinator.users_disable","method":"POST"}',
+    ]
+    assert all("secret" not in f"{e.details}{e.target}" for e in denied)
+    assert "users.disabled" not in actions(app)
+
+
+def test_an_undeclared_view_refusal_is_audited_too(app: Flask, admin: StaffAccount) -> None:
+    app.add_url_rule("/coordinator/forgotten", "coordinator.forgotten", lambda: "secret stuff")
+    client = app.test_client()
+    login(client, admin)
+    assert client.get("/coordinator/forgotten").status_code == 403
+    denied = [e.details for e in audit_rows(app) if e.action == "access.denied"]
+    assert denied == ['{"endpoint":"coordinator.forgotten","method":"GET"}']

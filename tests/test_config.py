@@ -26,6 +26,7 @@ def production(tmp_path: Path) -> dict[str, Any]:
         "SECRET_KEY": SAFE_SECRET,
         "DATABASE_URL": POSTGRES_URL,
         "SESSION_COOKIE_SECURE": True,
+        "TRUSTED_HOSTS": ("intake.example.org",),
         "KEYS_DIR": str(keys),
     }
 
@@ -70,6 +71,17 @@ def test_refuses_default_database(production: dict[str, Any]) -> None:
 def test_refuses_insecure_cookies(production: dict[str, Any]) -> None:
     production["SESSION_COOKIE_SECURE"] = False
     assert "INTAKE_SESSION_COOKIE_SECURE must be true" in _refusal(production)
+
+
+def test_refuses_no_trusted_hosts(production: dict[str, Any]) -> None:
+    production["TRUSTED_HOSTS"] = ()
+    assert "INTAKE_TRUSTED_HOSTS is not set" in _refusal(production)
+
+
+def test_trusted_hosts_are_parsed_from_a_list(tmp_path: Path) -> None:
+    environ = {"INTAKE_TRUSTED_HOSTS": "Intake.Example.org, staff.example.org .example.net"}
+    settings = load_settings(tmp_path, environ=environ)
+    assert settings["TRUSTED_HOSTS"] == ("intake.example.org", "staff.example.org", ".example.net")
 
 
 def test_refuses_dev_keys(production: dict[str, Any], tmp_path: Path) -> None:
@@ -150,6 +162,10 @@ def test_precedence_defaults_then_instance_file_then_environment(tmp_path: Path)
         ({"INTAKE_MAX_CONTENT_LENGTH": "lots"}, "INTAKE_MAX_CONTENT_LENGTH"),
         ({"INTAKE_LOG_LEVEL": "chatty"}, "INTAKE_LOG_LEVEL"),
         ({"INTAKE_TRUSTED_PROXIES": "one"}, "INTAKE_TRUSTED_PROXIES"),
+        ({"INTAKE_TRUSTED_HOSTS": "https://intake.example.org"}, "INTAKE_TRUSTED_HOSTS"),
+        ({"INTAKE_TRUSTED_HOSTS": "intake.example.org:443"}, "INTAKE_TRUSTED_HOSTS"),
+        ({"INTAKE_TRUSTED_HOSTS": "*.example.org"}, "INTAKE_TRUSTED_HOSTS"),
+        ({"INTAKE_TRUSTED_HOSTS": "intake.example.org/path"}, "INTAKE_TRUSTED_HOSTS"),
     ],
 )
 def test_bad_environment_values_name_the_setting(

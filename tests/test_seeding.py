@@ -104,6 +104,7 @@ def test_seed_is_refused_in_production(tmp_path: Path) -> None:
             "SECRET_KEY": "p" * 40,
             "DATABASE_URL": "postgresql+psycopg://x@127.0.0.1:9/x",
             "SESSION_COOKIE_SECURE": True,
+            "TRUSTED_HOSTS": ("localhost",),
             "KEYS_DIR": str(keys),
         }
     )

@@ -45,6 +45,7 @@ def test_production_sends_hsts(make_app: AppFactory, tmp_path: Path) -> None:
         SECRET_KEY="p" * 40,
         DATABASE_URL="postgresql+psycopg://x@127.0.0.1:9/x",
         SESSION_COOKIE_SECURE=True,
+        TRUSTED_HOSTS=("localhost",),
         KEYS_DIR=str(keys),
     )
     response = app.test_client().get("/healthz", base_url="https://localhost")
@@ -174,3 +175,38 @@ def test_unexpected_methods_are_refused_cleanly(client: FlaskClient, method: str
     response = client.open("/", method=method, data=b"x" * 70_000)
     assert response.status_code in {400, 405, 413}
     assert "Content-Security-Policy" in response.headers
+
+
+# ---------------------------------------------------------------------------- the Host header
+
+
+@pytest.mark.parametrize("host", ["evil.example", "intake.example.org.evil.example", "localhost"])
+def test_an_unlisted_host_gets_400_and_no_redirect_built_from_it(
+    make_app: AppFactory, host: str
+) -> None:
+    """A slash redirect (and any link) would otherwise carry the attacker's host name."""
+    app = make_app(TRUSTED_HOSTS=("intake.example.org",))
+    client = app.test_client()
+    for path in ("/coordinator", "/withdraw/", "/"):
+        response = client.get(path, headers={"Host": host})
+        assert response.status_code == 400, path
+        assert host not in response.headers.get("Location", "")
+        assert host not in response.get_data(as_text=True)
+
+
+def test_listed_hosts_are_served_with_any_port(make_app: AppFactory) -> None:
+    app = make_app(TRUSTED_HOSTS=("intake.example.org", "staff.example.org"))
+    client = app.test_client()
+    assert client.get("/", headers={"Host": "intake.example.org"}).status_code == 200
+    redirect = client.get("/coordinator", headers={"Host": "staff.example.org:8443"})
+    assert redirect.status_code == 308
+    assert redirect.headers["Location"].startswith("http://staff.example.org:8443/coordinator/")
+
+
+def test_forwarded_host_from_a_trusted_proxy_is_checked_too(make_app: AppFactory) -> None:
+    app = make_app(TRUSTED_HOSTS=("intake.example.org",), TRUSTED_PROXIES=1)
+    client = app.test_client()
+    forged = {"Host": "intake.example.org", "X-Forwarded-Host": "evil.example"}
+    assert client.get("/", headers=forged).status_code == 400
+    good = {"Host": "10.0.0.5", "X-Forwarded-Host": "intake.example.org"}
+    assert client.get("/", headers=good).status_code == 200

@@ -1,12 +1,15 @@
 """Staff sign-in, the staff session, and the access guard of every ``/coordinator`` route.
 
 Sign-in is two steps: email and password, then a TOTP code (or, before the account has one,
-enrolment with a QR code). Flask's session is a signed cookie with no server-side id, so a
-"session" here is the cookie's content: user id, the user's ``session_version``, a random
-nonce, and the sign-in and last-seen times. Each request checks all of them:
+enrolment with a QR code whose secret is made right then), and for a new account a third:
+choosing its own password. The staff cookie is signed and holds the user id, the user's
+``session_version``, a random session token, and the sign-in and last-seen times. Each request
+checks all of them:
 
-- the version must equal the user's row, so sign-out, disabling and a 2FA reset (which bump it)
-  end every session of that user at once, on every device;
+- the token must name a live row of ``staff_sessions`` (``intake.staff_sessions``), so the
+  owner can end one session from another device;
+- the version must equal the user's row, so sign-out, disabling, a 2FA reset and a password
+  change (which bump it) end every session of that user at once, on every device;
 - the last request must be under ``SESSION_IDLE_MINUTES`` ago (automatic logoff) and the
   sign-in under ``SESSION_MAX_HOURS`` ago.
 
@@ -21,6 +24,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -48,13 +52,16 @@ from flask.sessions import (
 )
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from intake import accounts, audit
+from intake import accounts, audit, staff_sessions
 from intake.coordinator import bp
 from intake.database import read_only
 from intake.extensions import db
-from intake.models import ROLES, User
+from intake.models import ROLES, StaffSession, User
+from intake.web import render_error
 
 STAFF_PREFIX = "/coordinator"
 ACCESS_ATTR = "intake_staff_roles"
@@ -68,6 +75,7 @@ SAFE_NEXT = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+")
 BAD_CREDENTIALS = "The email address or password is not right."
 THROTTLED = "Too many attempts. Wait 15 minutes, then try again."
 BAD_CODE = "The code is not right. Enter the 6-digit code your app shows now."
+NO_CODE = "Enter the 6-digit code."
 # How an empty field is named in "Enter your ...": the field's own name unless listed.
 FIELD_NAMES = {"email": "email address"}
 
@@ -77,7 +85,7 @@ View = TypeVar("View", bound=Callable[..., ResponseReturnValue])
 # ---------------------------------------------------------------------------- cookies
 
 
-class StaffSession(SecureCookieSession):
+class StaffCookie(SecureCookieSession):
     """The staff cookie's content; its type tells :meth:`save_session` which cookie to set."""
 
 
@@ -90,7 +98,7 @@ class StaffSessionInterface(SecureCookieSessionInterface):
     """
 
     salt = "intake-staff-session"
-    session_class = StaffSession
+    session_class = StaffCookie
 
     def get_cookie_name(self, app: Flask) -> str:
         return f"{super().get_cookie_name(app)}-staff"
@@ -112,7 +120,7 @@ class SurfaceSessionInterface(SessionInterface):
         return self.patient.open_session(app, request)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        if isinstance(session, StaffSession):
+        if isinstance(session, StaffCookie):
             self.staff.save_session(app, session, response)
         else:
             self.patient.save_session(app, session, response)
@@ -142,6 +150,11 @@ def install_staff_sessions(app: Flask) -> None:
 def current_user() -> User | None:
     """The signed-in staff user of this request, if any."""
     return cast(User | None, g.get("staff_user"))
+
+
+def current_staff_session() -> StaffSession | None:
+    """The server-side record of this request's staff session, if signed in."""
+    return cast(StaffSession | None, g.get("staff_session"))
 
 
 def login_required(*roles: str) -> Callable[[View], View]:
@@ -190,6 +203,29 @@ def _guard() -> ResponseReturnValue | None:
     return None
 
 
+@bp.errorhandler(403)
+def _audit_refusal(error: HTTPException) -> ResponseReturnValue:
+    """Every refusal on the staff surface is an audit row: who, and which page (never the query).
+
+    Whatever the refused request had written is rolled back first: a refusal changes nothing.
+    """
+    db.session.rollback()
+    user = current_user()
+    try:
+        audit.record(
+            db.session(),
+            actor=user.ref if user is not None else accounts.ANONYMOUS,
+            action="access.denied",
+            target=user.ref if user is not None else None,
+            details={"endpoint": request.endpoint or "unknown", "method": request.method},
+        )
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        current_app.logger.error("could not audit a refusal of %s", request.endpoint)
+    return render_error(error)
+
+
 @bp.context_processor
 def _staff_context() -> dict[str, Any]:
     return {"staff_user": current_user()}
@@ -219,6 +255,18 @@ def clock() -> int:
     return int(hook() if hook else time.time())
 
 
+def clock_time() -> datetime:
+    return datetime.fromtimestamp(clock(), UTC)
+
+
+def session_limits() -> staff_sessions.Limits:
+    config = current_app.config
+    return staff_sessions.Limits(
+        idle=timedelta(minutes=config["SESSION_IDLE_MINUTES"]),
+        lifetime=timedelta(hours=config["SESSION_MAX_HOURS"]),
+    )
+
+
 def _rotate() -> None:
     """Drop everything the session held (CSRF token included) and start a fresh one."""
     session.clear()
@@ -232,17 +280,21 @@ def _resume_session() -> None:
         return
     read_only(db.session())
     user = db.session.get(User, uid)
+    live = staff_sessions.find_live(db.session(), uid, str(session.get("sid", "")))
     db.session.commit()  # end the read: the view begins its own transaction, in its own mode
-    if user is None or not user.active or session.get("sv") != user.session_version:
+    if user is None or live is None or not user.active or session.get("sv") != user.session_version:
         session.clear()
         return
     now = clock()
     reason = _expiry(now)
     if reason:
-        _end_expired(user, reason)
+        _end_expired(user, live, reason)
         return
     session["seen_at"] = now
+    if staff_sessions.touch(db.session(), live, clock_time()):
+        db.session.commit()
     g.staff_user = user
+    g.staff_session = live
 
 
 def _expiry(now: int) -> str | None:
@@ -254,7 +306,8 @@ def _expiry(now: int) -> str | None:
     return None
 
 
-def _end_expired(user: User, reason: str) -> None:
+def _end_expired(user: User, live: StaffSession, reason: str) -> None:
+    live.ended_at = clock_time()
     audit.record(
         db.session(),
         actor=user.ref,
@@ -272,19 +325,28 @@ def _end_expired(user: User, reason: str) -> None:
 
 
 def _start_session(user: User) -> None:
+    """Record a new server-side session and put its token in a freshly rotated cookie."""
     now = clock()
+    token = staff_sessions.open_session(
+        db.session(),
+        user,
+        user_agent=request.user_agent.string,
+        address=client_ip(),
+        now=clock_time(),
+    )
+    db.session.commit()
     _rotate()
-    session.update(uid=user.id, sv=user.session_version, login_at=now, seen_at=now)
+    session.update(uid=user.id, sv=user.session_version, sid=token, login_at=now, seen_at=now)
 
 
 # ---------------------------------------------------------------------------- sign-in
 
 
-def _guard_settings() -> accounts.LoginGuard:
+def guard_settings() -> accounts.LoginGuard:
     return accounts.guard_from_secret(current_app.config["SECRET_KEY"])
 
 
-def _client_ip() -> str:
+def client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
@@ -328,7 +390,7 @@ def login_submit() -> ResponseReturnValue:
         return _login_page(422, email=email, errors=errors)
     try:
         user = accounts.authenticate(
-            db.session(), email, password, ip=_client_ip(), guard=_guard_settings()
+            db.session(), email, password, ip=client_ip(), guard=guard_settings()
         )
     except accounts.LoginThrottled:
         db.session.commit()
@@ -353,15 +415,24 @@ def _missing(fields: dict[str, str]) -> list[tuple[str, str]]:
     ]
 
 
-def _pending_user() -> User | None:
-    """The user who passed the password step in this session, within the last 5 minutes."""
+def _pending_user(*, verified: bool = False) -> User | None:
+    """The user who passed the password step in this session, within the last 5 minutes.
+
+    ``verified``: the user who has passed the code step too, and must now choose a password.
+    """
     pending = session.get("pending")
     if not isinstance(pending, dict) or clock() - int(pending.get("at", 0)) > PENDING_SECONDS:
+        return None
+    if bool(pending.get("verified")) != verified:
         return None
     user = db.session.get(User, pending.get("uid"))
     if user is None or not user.active or user.session_version != pending.get("sv"):
         return None
     return user
+
+
+def _update_pending(**values: Any) -> None:
+    session["pending"] = {**session["pending"], **values}
 
 
 def _restart_sign_in() -> WerkzeugResponse:
@@ -384,15 +455,26 @@ def verify() -> ResponseReturnValue:
 @bp.get("/login/enrol")
 @public
 def enrol() -> ResponseReturnValue:
+    """Enrolment for an account with no second factor: its secret is made here, once a sign-in.
+
+    Reloading the page shows the same secret; a new sign-in makes a new one.
+    """
     user = _pending_user()
     if user is None:
         return _restart_sign_in()
     if user.totp_enrolled_at is not None:
         return redirect(url_for("coordinator.verify"))
+    if not session["pending"].get("enrolling"):
+        accounts.start_enrolment(db.session(), user)
+        db.session.commit()
+        _update_pending(enrolling=True)
     return _enrol_page(user)
 
 
-def _enrol_page(user: User, status: int = 200, **context: Any) -> tuple[str, int]:
+def _enrol_page(user: User, status: int = 200, **context: Any) -> ResponseReturnValue:
+    """The QR code and key, only for an account that has not enrolled and only to its owner."""
+    if user.totp_enrolled_at is not None or user.totp_secret is None:
+        return redirect(url_for("coordinator.verify"), 303)
     uri = accounts.provisioning_uri(user, issuer=totp_issuer())
     page = render_template(
         "coordinator/enrol.html",
@@ -407,38 +489,98 @@ def _enrol_page(user: User, status: int = 200, **context: Any) -> tuple[str, int
 @bp.post("/login/verify")
 @public
 def verify_submit() -> ResponseReturnValue:
-    return _second_factor(enrolling=False)
+    user = _pending_user()
+    if user is None:
+        return _restart_sign_in()
+    if user.totp_enrolled_at is None:
+        return redirect(url_for("coordinator.enrol"), 303)
+    return _second_factor(user, enrolling=False)
 
 
 @bp.post("/login/enrol")
 @public
 def enrol_submit() -> ResponseReturnValue:
-    return _second_factor(enrolling=True)
-
-
-def _second_factor(*, enrolling: bool) -> ResponseReturnValue:
     user = _pending_user()
     if user is None:
         return _restart_sign_in()
+    if user.totp_enrolled_at is not None:
+        return redirect(url_for("coordinator.verify"), 303)  # never the secret, never a guess
+    if not session["pending"].get("enrolling"):
+        return redirect(url_for("coordinator.enrol"), 303)
+    return _second_factor(user, enrolling=True)
+
+
+def _second_factor(user: User, *, enrolling: bool) -> ResponseReturnValue:
+    """Check the code; an empty or wrong one is counted and audited like any failure."""
     code = request.form.get("code", "").strip()
     try:
-        if not code:
-            raise accounts.AuthenticationFailed("no code")
-        accounts.verify_totp(db.session(), user, code, ip=_client_ip(), guard=_guard_settings())
+        accounts.verify_totp(db.session(), user, code, ip=client_ip(), guard=guard_settings())
     except accounts.LoginThrottled:
         db.session.commit()
         session.pop("pending", None)
         return _login_page(429, errors=[("email", THROTTLED)])
     except accounts.AuthenticationFailed:
         db.session.commit()
-        errors = [("code", BAD_CODE if code else "Enter the 6-digit code.")]
+        errors = [("code", BAD_CODE if code else NO_CODE)]
         if enrolling:
             return _enrol_page(user, 422, errors=errors)
         return render_template("coordinator/verify.html", errors=errors), 422
     db.session.commit()
+    if user.password_change_required:
+        _update_pending(verified=True, at=clock())
+        return redirect(url_for("coordinator.new_password"), 303)
+    return _finish_sign_in(user)
+
+
+def _finish_sign_in(user: User) -> WerkzeugResponse:
     next_path = _safe_next(session["pending"].get("next"))
     _start_session(user)
     return redirect(next_path or url_for(HOME), 303)
+
+
+@bp.get("/login/new-password")
+@public
+def new_password() -> ResponseReturnValue:
+    """The last step of a first sign-in: the owner replaces the password they were given."""
+    if _pending_user(verified=True) is None:
+        return _restart_sign_in()
+    return render_template("coordinator/new_password.html")
+
+
+@bp.post("/login/new-password")
+@public
+def new_password_submit() -> ResponseReturnValue:
+    user = _pending_user(verified=True)
+    if user is None:
+        return _restart_sign_in()
+    password, errors = new_password_from_form()
+    if not errors:
+        try:
+            accounts.change_password(db.session(), user, password, actor=user.ref)
+        except accounts.WeakPassword as error:
+            db.session.rollback()
+            errors = [("new_password", sentence(str(error)))]
+    if errors:
+        return render_template("coordinator/new_password.html", errors=errors), 422
+    db.session.commit()
+    flash("Your new password is set.", "info")
+    return _finish_sign_in(user)
+
+
+def new_password_from_form() -> tuple[str, list[tuple[str, str]]]:
+    """The new password typed twice, or the errors that stop it (the service checks strength)."""
+    password = request.form.get("new_password", "")
+    confirmation = request.form.get("confirm_password", "")
+    if not password:
+        return password, [("new_password", "Enter a new password.")]
+    if password != confirmation:
+        return password, [("confirm_password", "The two new passwords do not match.")]
+    return password, []
+
+
+def sentence(message: str) -> str:
+    """A service's lower-case message as a sentence for the page."""
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
 
 
 @bp.post("/logout")

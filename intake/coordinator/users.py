@@ -1,8 +1,9 @@
 """Account management for admins: list, create, disable, reset two-factor.
 
 Every change is a POST with a CSRF token and writes its audit row through ``intake.accounts``.
-A new or reset TOTP secret is shown once, in the response to the POST that made it, and never
-again here (the user's own enrolment page shows it until they enrol).
+No page here ever shows a TOTP secret: a new or reset account gets its secret when its owner,
+past the password step, opens the enrolment page, and a new account's owner replaces the first
+password at that first sign-in.
 """
 
 from __future__ import annotations
@@ -15,34 +16,20 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from intake import accounts
 from intake.coordinator import bp
-from intake.coordinator.auth import (
-    current_user,
-    login_required,
-    qr_svg,
-    spaced_secret,
-    totp_issuer,
-)
+from intake.coordinator.auth import current_user, login_required
 from intake.extensions import db
 from intake.models import ROLES, User
+
+FIRST_SIGN_IN = (
+    "At their first sign-in they set up two-step verification (only they see its key) "
+    "and replace the first password with their own."
+)
 
 
 def _users_page(status: int = 200, **context: Any) -> tuple[str, int]:
     context.setdefault("form", {"email": "", "role": "coordinator"})
     users = accounts.list_users(db.session())
     page = render_template("coordinator/users.html", users=users, roles=ROLES, **context)
-    return page, status
-
-
-def _secret_page(user: User, heading: str, status: int) -> tuple[str, int]:
-    uri = accounts.provisioning_uri(user, issuer=totp_issuer())
-    page = render_template(
-        "coordinator/user_secret.html",
-        user=user,
-        heading=heading,
-        uri=uri,
-        qr=qr_svg(uri),
-        secret=spaced_secret(user.totp_secret),
-    )
     return page, status
 
 
@@ -93,7 +80,8 @@ def users_create() -> ResponseReturnValue:
         message = str(error)
         return _users_page(422, form=form, errors=[(field, message[:1].upper() + message[1:])])
     db.session.commit()
-    return _secret_page(user, "Account created", 201)
+    flash(f"Created {user.email} ({user.role}). {FIRST_SIGN_IN}", "info")
+    return _redirect_to_list()
 
 
 @bp.post("/users/<int:user_id>/disable")
@@ -116,4 +104,9 @@ def users_reset_2fa(user_id: int) -> ResponseReturnValue:
         return _redirect_to_list()
     accounts.reset_2fa(db.session(), user, actor=_actor())
     db.session.commit()
-    return _secret_page(user, "Two-step verification reset", 200)
+    flash(
+        f"Reset two-step verification of {user.email}; their sessions have ended. "
+        "They set it up again at their next sign-in (only they see the new key).",
+        "info",
+    )
+    return _redirect_to_list()

@@ -11,12 +11,12 @@ from typing import NoReturn
 from flask import abort, render_template
 from flask.typing import ResponseReturnValue
 
-from intake.coordinator import audit_view, auth, bp, charts, export, triage, users
+from intake.coordinator import account, audit_view, auth, bp, charts, export, triage, users
 from intake.coordinator.auth import current_user, login_required
 from intake.triage import TRIAGE_ROLES
 
 # Importing these modules registers their routes on bp.
-__all__ = ["audit_view", "auth", "bp", "charts", "export", "triage", "users"]
+__all__ = ["account", "audit_view", "auth", "bp", "charts", "export", "triage", "users"]
 
 
 @bp.get("/")
