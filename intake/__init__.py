@@ -21,7 +21,7 @@ from intake.config import ConfigError, is_production, load_settings, production_
 from intake.database import configure_engine, engine_options
 from intake.extensions import babel, csrf, db, limiter, migrate
 from intake.keys import KEYRING_EXTENSION, FolderKeyProvider
-from intake.sealing import Keyring, SealingError, private_key_files
+from intake.sealing import Keyring, SealingError, staff_secret_files
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LANGUAGES = ("en", "es")
@@ -98,14 +98,14 @@ def _refuse_unsafe_production(app: Flask, settings: Mapping[str, Any], keyring: 
     problems = production_problems(settings) + keyring.production_problems()
     problems += [
         f"INTAKE_KEYS_DIR: {path.name} is readable by group or others (chmod 600)"
-        for path in private_key_files(keys_dir)
+        for path in staff_secret_files(keys_dir)
         if path.stat().st_mode & 0o077
     ]
     if settings["SURFACES"] == "patient":
         problems += [
-            f"INTAKE_KEYS_DIR holds private key {path.name}; a patient-surface server must hold "
-            "public keys only"
-            for path in private_key_files(keys_dir)
+            f"INTAKE_KEYS_DIR holds {path.name}, a staff-only key (private key or audit anchor "
+            "key); a patient-surface server must hold public keys and the blind-index key only"
+            for path in staff_secret_files(keys_dir)
         ]
     if app.debug:
         problems.append("FLASK_DEBUG is on; the debugger would show request data on errors")

@@ -22,16 +22,19 @@ from intake.database import checkpoint, read_only
 from intake.extensions import db
 from intake.models import ROLES, User
 from intake.sealing import (
+    AUDIT_ANCHOR_KEY_FILE,
     SUITES,
     SealingError,
+    ensure_audit_anchor_key,
     ensure_blind_index_key,
     export_public_keys,
     generate_key,
+    load_audit_anchor_key,
     retire_key_files,
 )
 
 keys_cli = AppGroup("keys", help="Manage the sealing keyring.")
-audit_cli = AppGroup("audit", help="Check the audit trail.")
+audit_cli = AppGroup("audit", help="Check and anchor the audit trail.")
 dev_cli = AppGroup("dev", help="Development helpers (refused in production).")
 users_cli = AppGroup("users", help="Manage staff accounts.")
 
@@ -177,13 +180,90 @@ def keys_export_public(destination: Path) -> None:
 # ---------------------------------------------------------------------------- audit
 
 
+def _anchor_file() -> Path:
+    return Path(current_app.config["AUDIT_ANCHOR_FILE"])
+
+
+def _anchor_key() -> bytes:
+    """The staff-side anchor key, or a clear error (exit 1) naming what is missing."""
+    try:
+        return load_audit_anchor_key(key_service.keys_dir())
+    except SealingError as error:
+        raise click.ClickException(str(error)) from error
+
+
+def _read_anchors(path: Path) -> list[audit.Anchor]:
+    try:
+        return audit.read_anchors(path)
+    except audit.AnchorError as error:
+        raise click.ClickException(str(error)) from error
+
+
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Walk the hash chain; exit 1 and name the first broken row if it is not intact."""
-    report = audit.verify_chain(session())
+    """Walk the hash chain and check every anchor; exit 1 naming what does not hold.
+
+    Without an anchor file only the chain itself is checked, and a line says so.
+    """
+    path = _anchor_file()
+    anchors = _read_anchors(path)
+    forged = audit.bad_macs(anchors, _anchor_key()) if anchors else []
+    report = audit.verify_chain(session(), anchors=[a for a in anchors if a not in forged])
     click.echo(str(report))
-    if not report.ok:
+    for anchor in forged:
+        click.echo(
+            f"FORGED anchor at line {anchor.line} of {path} (row {anchor.event_id}): its MAC "
+            "does not verify under the anchor key (edited or added by someone without it)"
+        )
+    if not anchors:
+        click.echo(f"anchors: none in {path}; the chain was checked against itself only")
+    elif report.ok:
+        newest = anchors[-1]
+        click.echo(
+            f"anchors: {len(anchors) - len(forged)} of {len(anchors)} hold; newest: row "
+            f"{newest.event_id} at {newest.anchored_at}"
+        )
+    if not report.ok or forged:
         sys.exit(1)
+
+
+@audit_cli.command("anchor")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the anchor as one JSON line (to ship to a log host or WORM store).",
+)
+def audit_anchor(as_json: bool) -> None:
+    """Sign the chain's head and append it to INTAKE_AUDIT_ANCHOR_FILE (cron, every 10 min).
+
+    The rows since the previous anchor are checked first; a broken chain is not anchored
+    (exit 1).
+    """
+    path = _anchor_file()
+    try:
+        anchor, report = audit.anchor_head(session(), _anchor_key(), path)
+    except audit.AnchorError as error:
+        raise click.ClickException(str(error)) from error
+    if not report.ok:
+        click.echo(str(report))
+        raise click.ClickException("the chain is broken: not anchored")
+    if anchor is None:
+        click.echo("nothing to anchor: the audit trail is empty", err=as_json)
+        return
+    if as_json:
+        click.echo(anchor.to_json())
+    else:
+        click.echo(f"anchored row {anchor.event_id}, head {anchor.hash}, in {path}")
+
+
+@audit_cli.command("anchor-key")
+def audit_anchor_key() -> None:
+    """Create the audit anchor key in the keys folder if it is missing (staff host only)."""
+    folder = key_service.keys_dir()
+    created = ensure_audit_anchor_key(folder)
+    state = "created" if created else "kept"
+    click.echo(f"audit anchor key: {state} ({folder / AUDIT_ANCHOR_KEY_FILE})")
 
 
 # ---------------------------------------------------------------------------- retention
@@ -332,6 +412,7 @@ def dev_init() -> None:
         _audit_key_generated(info.key_id, info.suite, dev=True)
         click.echo(f"keyring: created development key {info.key_id} in {keys_dir}")
     ensure_blind_index_key(keys_dir)
+    ensure_audit_anchor_key(keys_dir)
     key_service.reload_keyring()
     _ensure_demo_user()
 

@@ -122,6 +122,13 @@ SETTINGS: tuple[Setting, ...] = (
         "SURFACES", "all", str, "`all`, `patient` (public form only) or `coordinator` (staff only)."
     ),
     Setting("KEYS_DIR", None, str, "Keyring folder. Default: `keys/` in the instance folder."),
+    Setting(
+        "AUDIT_ANCHOR_FILE",
+        None,
+        str,
+        "Append-only file of signed audit-chain anchors (`audit anchor`). "
+        "Default: `audit-anchors.jsonl` in the instance folder.",
+    ),
     Setting("KEY_PASSPHRASE", None, str, "Passphrase of the private key files (PKCS#8), if set."),
     Setting(
         "SEALING_SUITE", "mlkem768-x25519", str, "Suite of new keys: `mlkem768-x25519` or `x25519`."
@@ -256,6 +263,8 @@ def load_settings(
         merged["DATABASE_URL"] = f"sqlite:///{instance_path / 'intake.sqlite3'}"
     if not merged.get("KEYS_DIR"):
         merged["KEYS_DIR"] = str(instance_path / "keys")
+    if not merged.get("AUDIT_ANCHOR_FILE"):
+        merged["AUDIT_ANCHOR_FILE"] = str(instance_path / "audit-anchors.jsonl")
     return merged
 
 

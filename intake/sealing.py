@@ -40,6 +40,11 @@ PAD_BLOCK = 256  # payload lengths are rounded up to this, so ciphertexts leak o
 DATA_KEY_BYTES = 32
 NONCE_BYTES = 12
 BLIND_INDEX_FILE = "blind-index.key"
+# The audit anchor key signs heads of the audit chain kept outside the database (intake/audit.py).
+# Staff side only: `keys export-public` never copies it, and a patient host must not hold it.
+AUDIT_ANCHOR_KEY_FILE = "audit-anchor.key"
+AUDIT_ANCHOR_FORMAT = "intake/audit-anchor/v1"
+SECRET_KEY_BYTES = 32
 PUBLIC_SUFFIX = ".public.json"
 PRIVATE_SUFFIX = ".private.pem"
 
@@ -187,17 +192,27 @@ def generate_key(
     _write_secret_file(directory / f"{key_id}{PRIVATE_SUFFIX}", private_pem)
     _write_secret_file(directory / f"{key_id}{PUBLIC_SUFFIX}", _json_bytes(record))
     ensure_blind_index_key(directory)
+    ensure_audit_anchor_key(directory)
     return KeyInfo(key_id, suite, now, dev, None, has_private=True)
+
+
+def _ensure_random_key(path: Path) -> bool:
+    """Create a file holding 32 random bytes (base64) unless it exists. True when created."""
+    if path.exists():
+        return False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_secret_file(path, base64.b64encode(secrets.token_bytes(SECRET_KEY_BYTES)) + b"\n")
+    return True
 
 
 def ensure_blind_index_key(directory: Path) -> bool:
     """Create the blind-index key if it is missing. Returns True when it was created."""
-    path = directory / BLIND_INDEX_FILE
-    if path.exists():
-        return False
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _write_secret_file(path, base64.b64encode(secrets.token_bytes(32)) + b"\n")
-    return True
+    return _ensure_random_key(directory / BLIND_INDEX_FILE)
+
+
+def ensure_audit_anchor_key(directory: Path) -> bool:
+    """Create the audit anchor key if it is missing. Returns True when it was created."""
+    return _ensure_random_key(directory / AUDIT_ANCHOR_KEY_FILE)
 
 
 def retire_key_files(directory: Path, key_id: str) -> None:
@@ -454,13 +469,48 @@ def _read_blind_index_key(directory: Path) -> bytes | None:
     path = directory / BLIND_INDEX_FILE
     if not path.exists():
         return None
+    return _read_random_key(path)
+
+
+def _read_random_key(path: Path) -> bytes:
     try:
         key = _unb64(path.read_text().strip())
     except (OSError, ValueError) as error:
-        raise KeyringError(f"{BLIND_INDEX_FILE}: unreadable ({type(error).__name__})") from error
-    if len(key) != 32:
-        raise KeyringError(f"{BLIND_INDEX_FILE}: expected 32 bytes, found {len(key)}")
+        raise KeyringError(f"{path.name}: unreadable ({type(error).__name__})") from error
+    if len(key) != SECRET_KEY_BYTES:
+        raise KeyringError(f"{path.name}: expected {SECRET_KEY_BYTES} bytes, found {len(key)}")
     return key
+
+
+# ---------------------------------------------------------------------------- audit anchors
+
+
+def load_audit_anchor_key(directory: Path) -> bytes:
+    """The key that signs audit anchors. Raises :class:`KeyNotFound` where there is none."""
+    path = directory / AUDIT_ANCHOR_KEY_FILE
+    if not path.exists():
+        raise KeyNotFound(
+            f"no audit anchor key {path}; create it on the staff host with "
+            "`flask --app intake audit anchor-key`"
+        )
+    return _read_random_key(path)
+
+
+def _anchor_message(event_id: int, head_hash: str, anchored_at: str) -> bytes:
+    return f"{AUDIT_ANCHOR_FORMAT}|{event_id}|{head_hash}|{anchored_at}".encode()
+
+
+def audit_anchor_mac(key: bytes, event_id: int, head_hash: str, anchored_at: str) -> str:
+    """HMAC-SHA256, in hex, over one anchor: the row id, its chain hash and the anchoring time."""
+    message = _anchor_message(event_id, head_hash, anchored_at)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def audit_anchor_mac_matches(
+    key: bytes, event_id: int, head_hash: str, anchored_at: str, mac: str
+) -> bool:
+    expected = audit_anchor_mac(key, event_id, head_hash, anchored_at)
+    return hmac.compare_digest(expected, mac)
 
 
 def _read_pair(public_path: Path, with_private: bool, passphrase: bytes | None) -> _KeyPair:
@@ -504,6 +554,12 @@ def export_public_keys(source: Path, destination: Path) -> list[str]:
     return copied
 
 
+def staff_secret_files(directory: Path) -> list[Path]:
+    """Files a patient host must never hold: private keys and the audit anchor key."""
+    anchor_key = directory / AUDIT_ANCHOR_KEY_FILE
+    return private_key_files(directory) + ([anchor_key] if anchor_key.is_file() else [])
+
+
 def private_key_files(directory: Path) -> list[Path]:
     """Files in ``directory`` holding a private key, whatever they are called.
 
@@ -513,7 +569,9 @@ def private_key_files(directory: Path) -> list[Path]:
         return []
     found = []
     for path in sorted(directory.iterdir()):
-        if not path.is_file() or path.name.endswith(PUBLIC_SUFFIX) or path.name == BLIND_INDEX_FILE:
+        if not path.is_file() or path.name.endswith(PUBLIC_SUFFIX):
+            continue
+        if path.name in (BLIND_INDEX_FILE, AUDIT_ANCHOR_KEY_FILE):
             continue
         if path.name.endswith(PRIVATE_SUFFIX) or b"PRIVATE KEY-----" in path.read_bytes()[:65536]:
             found.append(path)

@@ -9,7 +9,12 @@ import pytest
 
 from intake import ConfigError, create_app
 from intake.config import load_settings
-from intake.sealing import export_public_keys, generate_key
+from intake.sealing import (
+    AUDIT_ANCHOR_KEY_FILE,
+    ensure_audit_anchor_key,
+    export_public_keys,
+    generate_key,
+)
 
 SAFE_SECRET = "s" * 48
 POSTGRES_URL = "postgresql+psycopg://intake@127.0.0.1:9/intake"
@@ -94,7 +99,26 @@ def test_refuses_dev_keys(production: dict[str, Any], tmp_path: Path) -> None:
 
 def test_refuses_private_keys_on_a_patient_server(production: dict[str, Any]) -> None:
     production["SURFACES"] = "patient"
-    assert "a patient-surface server must hold public keys only" in _refusal(production)
+    message = _refusal(production)
+    assert "a patient-surface server must hold public keys and the blind-index key only" in message
+
+
+def test_refuses_the_audit_anchor_key_on_a_patient_server(
+    production: dict[str, Any], tmp_path: Path
+) -> None:
+    """It signs the audit anchors: a patient host holding it could vouch for a rebuilt chain."""
+    public = tmp_path / "public"
+    export_public_keys(Path(production["KEYS_DIR"]), public)
+    assert not (public / AUDIT_ANCHOR_KEY_FILE).exists()  # export-public leaves it behind
+    production.update(SURFACES="patient", KEYS_DIR=str(public))
+    assert create_app(production).config["SURFACES"] == "patient"
+    ensure_audit_anchor_key(public)
+    assert f"holds {AUDIT_ANCHOR_KEY_FILE}, a staff-only key" in _refusal(production)
+
+
+def test_refuses_an_anchor_key_readable_by_others(production: dict[str, Any]) -> None:
+    (Path(production["KEYS_DIR"]) / AUDIT_ANCHOR_KEY_FILE).chmod(0o640)
+    assert f"{AUDIT_ANCHOR_KEY_FILE} is readable by group or others" in _refusal(production)
 
 
 def test_all_problems_are_listed_at_once(production: dict[str, Any]) -> None:

@@ -299,6 +299,7 @@ def test_export_public_copies_no_private_key(
     assert any(name.endswith(".public.json") for name in names)
     assert "blind-index.key" in names
     assert not any(name.endswith(".pem") for name in names)
+    assert "audit-anchor.key" not in names  # staff side only: it signs the audit anchors
     assert stat.S_IMODE(target.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in target.iterdir())
     again = runner.invoke(args=["keys", "export-public", str(target)])  # refreshes in place

@@ -10,7 +10,7 @@ from flask import Flask
 
 from intake.extensions import db
 from intake.keys import current_keyring
-from intake.sealing import OpeningNotAllowed
+from intake.sealing import AUDIT_ANCHOR_KEY_FILE, OpeningNotAllowed
 from intake.submissions import open_submission
 from tests.conftest import AppFactory
 from tests.factories import make_submission
@@ -24,7 +24,7 @@ def public_keys(keys_dir: Path, tmp_path: Path) -> Path:
     public = tmp_path / "public-keys"
     public.mkdir()
     for path in keys_dir.iterdir():
-        if not path.name.endswith(".private.pem"):
+        if not path.name.endswith(".private.pem") and path.name != AUDIT_ANCHOR_KEY_FILE:
             shutil.copy(path, public / path.name)
     return public
 
