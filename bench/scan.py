@@ -60,7 +60,7 @@ from intake.patient.forms import IntakeForm
 
 SCANNERS = ROOT / "bench" / ".scanners"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-OTPAUTH = re.compile(r"otpauth://\S+")
+SHOWN_KEY = re.compile(r'<code class="staff-secret">([A-Z2-7 ]+)</code>')
 OPTION = re.compile(r'<option value="([^"]*)"')
 STAFF_EMAIL = "scanner@example.org"
 STAFF_PASSWORD = "scanner-password-for-tests-only"
@@ -97,8 +97,8 @@ def scan_app() -> Any:
     return create_app()
 
 
-def staff_sign_in(port: int, otpauth: str) -> Visitor:
-    """Password, then the enrolment page's TOTP code, through the real pages."""
+def staff_sign_in(port: int) -> Visitor:
+    """Password, the enrolment page (its key read as an app would), the code, an own password."""
     import pyotp
 
     staff = Visitor(port)
@@ -110,9 +110,17 @@ def staff_sign_in(port: int, otpauth: str) -> Visitor:
     assert answer.status == 303, answer.status
     second = urllib.parse.urlsplit(answer.location).path
     page = staff.request("GET", second)
-    code = pyotp.parse_uri(otpauth).now()
+    key = SHOWN_KEY.search(page.body).group(1).replace(" ", "")  # type: ignore[union-attr]
     csrf = CSRF.search(page.body).group(1)  # type: ignore[union-attr]
-    answer = staff.post_form({"csrf_token": csrf, "code": code}, second)
+    answer = staff.post_form({"csrf_token": csrf, "code": pyotp.TOTP(key).now()}, second)
+    assert answer.status == 303, (answer.status, answer.body[:2000])
+    third = urllib.parse.urlsplit(answer.location).path
+    page = staff.request("GET", third)
+    csrf = CSRF.search(page.body).group(1)  # type: ignore[union-attr]
+    own = STAFF_PASSWORD + " (own)"
+    answer = staff.post_form(
+        {"csrf_token": csrf, "new_password": own, "confirm_password": own}, third
+    )
     assert answer.status == 303, (answer.status, answer.body[:2000])
     home = staff.request("GET", "/coordinator/")
     assert home.status == 200 and "Sign out" in home.body, home.status
@@ -274,6 +282,20 @@ def staff_targets(base: str, staff: Visitor) -> list[Target]:
             csrf_url=f"{base}/coordinator/",
             cookie=cookie,
         ),
+        Target(
+            "account-password",
+            f"{base}/coordinator/account/password",
+            ["current_password", "code", "new_password", "confirm_password"],
+            {
+                "csrf_token": "x",
+                "current_password": "not-the-password-1",
+                "code": "123456",
+                "new_password": "scanner-new-password",
+                "confirm_password": "scanner-new-password",
+            },
+            csrf_url=f"{base}/coordinator/account/password",
+            cookie=cookie,
+        ),
     ]
 
 
@@ -383,11 +405,10 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="intake-scan-"))
     env = intake_environment(folder / "instance", None, INTAKE_SESSION_IDLE_MINUTES="240")
     run_flask(env, "dev", "init")
-    created = run_flask(
+    run_flask(
         env, "users", "create", STAFF_EMAIL, "--role", "admin", "--password-stdin",
         stdin=STAFF_PASSWORD + "\n",
     )  # fmt: skip
-    otpauth = OTPAUTH.search(created).group(0)  # type: ignore[union-attr]
     server = Gunicorn(
         "bench.scan:scan_app()", env, folder, workers=args.workers, port=free_port(), name="scan"
     )
@@ -398,7 +419,7 @@ def main() -> None:
     try:
         for index in range(60):
             visit(Visitor(server.port), "Seed" + chr(65 + index % 26) + chr(65 + index // 26))
-        staff = staff_sign_in(server.port, otpauth)
+        staff = staff_sign_in(server.port)
         if args.only != "wapiti":
             targets = patient_targets(base, server.port) + staff_targets(base, staff)
             if args.targets:
