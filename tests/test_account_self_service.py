@@ -17,6 +17,13 @@ from intake.models import AuditEvent, StaffSession, User
 from tests.factories import StaffAccount, csrf_token, login, make_user, next_code
 
 CHANGE = "/coordinator/account/password"
+AGENTS = (
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0",
+)
 
 
 @pytest.fixture
@@ -47,11 +54,11 @@ def devices(app: Flask, account: StaffAccount, count: int) -> list[FlaskClient]:
     clients = []
     for number in range(count):
         client = app.test_client()
-        client.environ_base["HTTP_USER_AGENT"] = f"Browser-{number}"
+        client.environ_base["HTTP_USER_AGENT"] = AGENTS[number]
         if number == 0:
             login(client, account)
         else:
-            _signed_in_elsewhere(app, client, account, f"Browser-{number}")
+            _signed_in_elsewhere(app, client, account, AGENTS[number])
         clients.append(client)
     return clients
 
@@ -81,8 +88,8 @@ def test_account_page_lists_this_and_other_sessions(app: Flask, staff: StaffAcco
     laptop, _phone = devices(app, staff, 2)
     page = laptop.get("/coordinator/account").get_data(as_text=True)
     assert staff.email in page and "Your sessions" in page
-    assert "Browser-0" in page and "Browser-1" in page
-    assert page.count("This session") == 1 and page.count(">End session<") == 1
+    assert "Firefox on Linux (this session)" in page and "Safari on iPhone" in page
+    assert page.count("(this session)") == 1 and page.count(">End session<") == 1
     assert "End all other sessions" in page
 
 
@@ -184,3 +191,29 @@ def test_password_change_needs_both_factors_and_ends_the_other_sessions(
 def test_staff_pages_link_to_the_account_page(app: Flask, staff: StaffAccount) -> None:
     (client,) = devices(app, staff, 1)
     assert 'href="/coordinator/account"' in client.get("/coordinator/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "name"),
+    [
+        (AGENTS[0], "Firefox on Linux"),
+        (AGENTS[1], "Safari on iPhone"),
+        (AGENTS[2], "Edge on Windows"),
+        ("curl/8.5.0", "Unknown browser"),
+        ("", "Unknown browser"),
+    ],
+)
+def test_sessions_are_named_by_browser_and_system(user_agent: str, name: str) -> None:
+    assert staff_sessions.browser_name(user_agent) == name
+
+
+def test_a_hostile_user_agent_is_stored_short_and_shown_escaped(app: Flask) -> None:
+    account = make_user(app)
+    client = app.test_client()
+    client.environ_base["HTTP_USER_AGENT"] = "<script>alert(1)</script>\x00" + "A" * 5000
+    login(client, account)
+    page = client.get("/coordinator/account").get_data(as_text=True)
+    assert "<script>alert(1)" not in page
+    with app.app_context():
+        stored = db.session.scalars(select(StaffSession.user_agent)).one()
+    assert len(stored) == staff_sessions.USER_AGENT_LENGTH and "\x00" not in stored

@@ -34,6 +34,9 @@ from intake.models import StaffSession, User
 WRONG_PASSWORD = "Your current password is not right."  # noqa: S105  # nosec B105  # a message
 
 
+bp.add_app_template_filter(staff_sessions.browser_name, "browser_name")
+
+
 def _me() -> tuple[User, StaffSession]:
     user, live = current_user(), current_staff_session()
     assert user is not None and live is not None  # nosec B101  # login_required guarantees it
