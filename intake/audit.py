@@ -5,6 +5,26 @@ the row id, so editing, deleting or reordering rows breaks the chain at a row
 :func:`verify_chain` can name. Writers lock the single ``audit_head`` row, so concurrent
 appends queue up instead of forking the chain, and :func:`record` only flushes: the caller's
 commit makes the audit row and the change it records durable together.
+
+Lock order
+----------
+The one order every writing transaction takes its locks in (PostgreSQL row locks; on SQLite
+``BEGIN IMMEDIATE`` already serializes writers). Each step is optional; none may come after a
+later one:
+
+1. the ``sealing_keys`` row of the key a new blob was sealed to (shared, by
+   :func:`intake.keys.claim_for_sealing`; exclusive only in ``keys.retire``);
+2. the audit head (:func:`lock_head`), before reading any row the transaction will change or
+   audit, so its checks see the state no other audited writer can change under it;
+3. the ``submissions`` rows it changes, or adds children to (``SELECT ... FOR UPDATE``); a note
+   is inserted only after its submission is locked and seen not shredded, because the insert's
+   foreign-key check takes a share lock on the submission row;
+4. their child rows (``notes``), and the ``users`` or ``login_throttles`` rows it changes.
+
+``triage.add_note``, ``change_status`` and ``assign``, ``submissions.shred_submission`` (behind
+withdrawal and ``retention.purge_batch``) follow it. A write that can still meet a deadlock or
+a serialization failure (some other client taking locks in another order) is retried by
+:func:`intake.database.retry_transient` where the caller owns the transaction.
 """
 
 from __future__ import annotations
@@ -145,9 +165,10 @@ _MOVE_HEAD = (
 def lock_head(session: Session) -> Head:
     """Take the chain's lock for this transaction.
 
-    Lock order, everywhere: a ``sealing_keys`` row, then the audit head, then submission rows.
-    A service that will change a row and audit it takes the head first, so two such
-    transactions can never wait on each other in a cycle. Plain Core statements: every
+    Lock order, everywhere: see the module docstring (a ``sealing_keys`` row, the audit head,
+    submission rows, then their notes). A service that will change a row and audit it takes
+    the head first, so two such transactions can never wait on each other in a cycle. Plain
+    Core statements: every
     audited request runs them, and the head is never an ORM object a session could hold stale.
     """
     connection = session.connection()  # Core on the session's transaction: no ORM work

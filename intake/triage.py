@@ -460,12 +460,19 @@ def _open_note(keyring: Keyring, note: Note) -> OpenedNote:
 # ---------------------------------------------------------------------------- actions
 
 
-def _lock_current(session: Session, submission: Submission, expected_version: int) -> None:
-    """Lock the row (after the audit head: the lock order) and check nobody changed it."""
+def _lock_live(session: Session, submission: Submission) -> None:
+    """Take the audit head, then the row (the lock order in :mod:`intake.audit`), re-read it
+    and refuse it if it was shredded meanwhile (withdrawn or expired: every shred sets
+    ``shredded_at``): a check on the row as loaded before the lock can be stale."""
     audit.lock_head(session)
     session.refresh(submission, with_for_update=True)
     if submission.shredded_at is not None:
         raise SubmissionGone(submission.reference)
+
+
+def _lock_current(session: Session, submission: Submission, expected_version: int) -> None:
+    """:func:`_lock_live`, and check nobody changed the row since the page was rendered."""
+    _lock_live(session, submission)
     if submission.row_version != expected_version:
         raise StaleSubmission
 
@@ -525,16 +532,23 @@ def assign(
 def add_note(
     session: Session, keyring: Keyring, submission: Submission, text: str, *, author: User
 ) -> Note:
-    """Seal a note onto the submission; audited with the note's id, never its text."""
+    """Seal a note onto the submission; audited with the note's id, never its text.
+
+    Sealed before any lock is taken (CPU only), then, in the lock order: the key row, the
+    audit head, the submission row. The row is re-read under its lock, so a note racing the
+    patient's withdrawal is either in before the shred (which deletes it) or refused with
+    :class:`SubmissionGone`; migration 0006 refuses it in the database too.
+    """
     text = text.strip()
     if not text or len(text) > MAX_NOTE_LENGTH:
         raise InvalidNote
     if submission.shredded_at is not None:
-        raise SubmissionGone(submission.reference)
+        raise SubmissionGone(submission.reference)  # as loaded: no need to seal anything
     note = Note(id=uuid7(), submission_id=submission.id, author_id=author.id, created_at=utcnow())
     payload = json.dumps({"text": text}, ensure_ascii=False).encode("utf-8")
     blob = keyring.seal(payload, binding=note.seal_binding())
-    claim_for_sealing(session, blob.key_id)  # lock order: the key row, then the audit head
+    claim_for_sealing(session, blob.key_id)
+    _lock_live(session, submission)
     note.key_id, note.wrapped_key, note.sealed_payload = (
         blob.key_id,
         blob.wrapped_key,
