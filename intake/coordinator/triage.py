@@ -121,6 +121,7 @@ def submission_detail(reference: str) -> ResponseReturnValue:
         emails=triage.staff_emails(session),
         duplicates=triage.duplicates(session, submission),
         history=triage.history(session, submission),
+        event_summary=triage.event_summary,
         **_filter_choices(),
     )
 
