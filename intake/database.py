@@ -35,6 +35,7 @@ READ_ONLY_OPTION = "intake_read_only"
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
 RETRY_ATTEMPTS = 5
 RETRY_BASE_DELAY = 0.05  # seconds; the n-th retry sleeps up to base * 2**n (full jitter)
+_JITTER = random.SystemRandom()  # os.urandom: no shared state between threads to seed
 
 
 def engine_options(database_url: str) -> dict[str, Any]:
@@ -234,5 +235,5 @@ def retry_transient(
             if not is_transient(error) or attempt == attempts - 1:
                 raise
             log.info("transaction retried after %s", type(error.orig).__name__)
-        time.sleep(random.uniform(0, base_delay * 2**attempt))  # noqa: S311 - jitter, not a secret
+        time.sleep(_JITTER.uniform(0, base_delay * 2**attempt))
     raise AssertionError("unreachable")  # the loop returns or raises
