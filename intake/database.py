@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
+import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Full, Queue
@@ -20,12 +23,19 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, Insert, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 log = logging.getLogger("intake.database")
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 READ_ONLY_OPTION = "intake_read_only"
+# PostgreSQL serialization_failure and deadlock_detected: the server rolled the transaction
+# back to break a conflict, and running it again from the start is the documented remedy.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})
+RETRY_ATTEMPTS = 5
+RETRY_BASE_DELAY = 0.05  # seconds; the n-th retry sleeps up to base * 2**n (full jitter)
+_JITTER = random.SystemRandom()  # os.urandom: no shared state between threads to seed
 
 
 def engine_options(database_url: str) -> dict[str, Any]:
@@ -184,3 +194,46 @@ def checkpoint(session: Session, wait_ms: int = 1000) -> bool:
     if busy:
         log.warning("WAL checkpoint deferred: a transaction was still open")
     return not busy
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether running the whole transaction again may succeed: a PostgreSQL serialization
+    failure or deadlock (40001, 40P01), or SQLite busy or locked (its busy timeout ran out)."""
+    if not isinstance(error, DBAPIError):
+        return False
+    original = error.orig
+    if getattr(original, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return True
+    code = getattr(original, "sqlite_errorcode", None)
+    return (
+        isinstance(original, sqlite3.OperationalError)
+        and code is not None
+        and (code & 0xFF in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+    )
+
+
+def retry_transient(
+    session: Session,
+    transaction: Callable[[], T],
+    *,
+    attempts: int = RETRY_ATTEMPTS,
+    base_delay: float = RETRY_BASE_DELAY,
+) -> T:
+    """Run ``transaction`` (which does its work and commits) until it is not refused as
+    :func:`is_transient`, at most ``attempts`` times; its result.
+
+    Before each retry the session is rolled back (so the work starts again from a fresh
+    transaction: everything the failed attempt did, audit rows included, is gone) and sleeps a
+    random time up to ``base_delay * 2**n``, so two transactions that met once do not meet
+    again in step. The last failure, and any other error, is raised (after a rollback).
+    """
+    for attempt in range(attempts):
+        try:
+            return transaction()
+        except DBAPIError as error:
+            session.rollback()
+            if not is_transient(error) or attempt == attempts - 1:
+                raise
+            log.info("transaction retried after %s", type(error.orig).__name__)
+        time.sleep(_JITTER.uniform(0, base_delay * 2**attempt))
+    raise AssertionError("unreachable")  # the loop returns or raises

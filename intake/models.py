@@ -334,3 +334,7 @@ class Note(SealedMixin, Base):
 
 
 SEALED_MODELS: tuple[type[SealedMixin], ...] = (Submission, Note)
+SEALED_CHILDREN: tuple[type[Note], ...] = (Note,)
+"""Sealed tables whose rows belong to a submission (``submission_id``): crypto-shredding the
+submission deletes them in its transaction, and migration 0006's triggers refuse them on a
+shredded submission. A new such table goes here and into those triggers."""

@@ -8,8 +8,12 @@ counts only.
 
 Batches commit one at a time, so an interrupted run keeps what it did and the next run carries
 on; a run that finds nothing shreds nothing (idempotent). Each batch takes the audit head's
-lock first, then selects its rows: every other shred (a withdrawal) takes that lock too, so the
-rows selected cannot be shredded by someone else before this batch does, and the count is exact.
+lock first, then selects its rows ``FOR UPDATE`` (the lock order in :mod:`intake.audit`):
+every other shred (a withdrawal) takes that lock too, so the rows selected cannot be shredded
+by someone else before this batch does, and the count is exact; a coordinator's note waits for
+the batch and is then refused, so none is left on a purged submission. A batch that still
+meets a deadlock or serialization failure (a writer outside that order) is rolled back and run
+again (:func:`intake.database.retry_transient`), rather than stopping the run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from intake import audit
+from intake.database import retry_transient
 from intake.models import Submission, utcnow
 from intake.submissions import shred_submission
 
@@ -78,20 +83,38 @@ def purge_expired(
     """
     now = now or utcnow()
     expired = count_expired(session, now)
-    _record_run(session, actor, {"phase": "started", "expired": expired, "batch_size": batch_size})
-    commit()
+    _record_run(
+        session,
+        actor,
+        {"phase": "started", "expired": expired, "batch_size": batch_size},
+        commit,
+    )
+
+    def batch_committed() -> int:
+        done = purge_batch(session, now, batch_size, actor=actor)
+        if done:
+            commit()
+        else:
+            session.rollback()  # the last, empty batch only took the head's lock: release it
+        return done
+
     shredded = batches = 0
-    while done := purge_batch(session, now, batch_size, actor=actor):
-        commit()
+    while done := retry_transient(session, batch_committed):
         shredded += done
         batches += 1
         if on_batch is not None:
             on_batch(done)
-    session.rollback()  # the last, empty batch only took the head's lock: release it
-    _record_run(session, actor, {"phase": "finished", "shredded": shredded, "batches": batches})
-    commit()
+    _record_run(
+        session, actor, {"phase": "finished", "shredded": shredded, "batches": batches}, commit
+    )
     return PurgeResult(expired, shredded, batches)
 
 
-def _record_run(session: Session, actor: str, details: dict[str, str | int]) -> None:
-    audit.record(session, actor=actor, action=RUN_ACTION, target="submissions", details=details)
+def _record_run(
+    session: Session, actor: str, details: dict[str, str | int], commit: Callable[[], None]
+) -> None:
+    def record_committed() -> None:
+        audit.record(session, actor=actor, action=RUN_ACTION, target="submissions", details=details)
+        commit()
+
+    retry_transient(session, record_committed)

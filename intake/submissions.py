@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from intake import audit
 from intake.database import insert_unless_taken
 from intake.keys import claim_for_sealing
-from intake.models import Note, Submission, utcnow, uuid7
+from intake.models import SEALED_CHILDREN, Submission, utcnow, uuid7
 from intake.sealing import Keyring, SealedBlob, SealingError
 
 # Crockford-style alphabet without 0/O, 1/I/L and U: easy to read aloud and type on a phone.
@@ -338,8 +338,11 @@ def open_submission(
 def shred_submission(session: Session, submission: Submission, *, actor: str, reason: str) -> None:
     """Crypto-shred: drop the sealed data and its blind indexes, keep a tombstone. Idempotent.
 
-    The row is re-read under a lock first, so a rotation or another withdrawal that changed it
-    since it was loaded is seen, not overwritten (nor reported as a conflict to the patient).
+    The row is re-read under a lock first (after the audit head: the lock order in
+    :mod:`intake.audit`), so a rotation or another withdrawal that changed it since it was
+    loaded is seen, not overwritten (nor reported as a conflict to the patient), and a note
+    being added waits for the lock and is then refused. The sealed child rows (notes) go in
+    the same transaction; migration 0006 refuses a shred that would leave any behind.
     On SQLite, call :func:`intake.database.checkpoint` after committing, so the old pages also
     leave the write-ahead log.
     """
@@ -347,7 +350,8 @@ def shred_submission(session: Session, submission: Submission, *, actor: str, re
     session.refresh(submission, with_for_update=True)
     if submission.shredded_at is not None:
         return
-    session.execute(delete(Note).where(Note.submission_id == submission.id))  # sealed PHI too
+    for child in SEALED_CHILDREN:  # sealed PHI too
+        session.execute(delete(child).where(child.submission_id == submission.id))
     submission.key_id = None
     submission.wrapped_key = None
     submission.sealed_payload = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import uuid
@@ -408,9 +409,20 @@ def duplicates(session: Session, submission: Submission) -> list[str]:
 
 
 def history(session: Session, submission: Submission) -> list[AuditEvent]:
-    """The submission's audit rows, oldest first."""
+    """The submission's audit rows, oldest first: its disclosures (exports) included."""
     query = select(AuditEvent).where(AuditEvent.target == submission.reference)
     return list(session.scalars(query.order_by(AuditEvent.id)))
+
+
+def event_summary(event: AuditEvent) -> str:
+    """How the history names an event: an export says why, e.g. "exported (IRB report)"."""
+    if event.action != "submission.exported":
+        return event.action
+    try:
+        reason = json.loads(event.details).get("reason")
+    except (ValueError, AttributeError):
+        reason = None
+    return f"exported ({EXPORT_REASONS.get(reason, reason or 'no reason recorded')})"
 
 
 # ---------------------------------------------------------------------------- opening
@@ -460,12 +472,19 @@ def _open_note(keyring: Keyring, note: Note) -> OpenedNote:
 # ---------------------------------------------------------------------------- actions
 
 
-def _lock_current(session: Session, submission: Submission, expected_version: int) -> None:
-    """Lock the row (after the audit head: the lock order) and check nobody changed it."""
+def _lock_live(session: Session, submission: Submission) -> None:
+    """Take the audit head, then the row (the lock order in :mod:`intake.audit`), re-read it
+    and refuse it if it was shredded meanwhile (withdrawn or expired: every shred sets
+    ``shredded_at``): a check on the row as loaded before the lock can be stale."""
     audit.lock_head(session)
     session.refresh(submission, with_for_update=True)
     if submission.shredded_at is not None:
         raise SubmissionGone(submission.reference)
+
+
+def _lock_current(session: Session, submission: Submission, expected_version: int) -> None:
+    """:func:`_lock_live`, and check nobody changed the row since the page was rendered."""
+    _lock_live(session, submission)
     if submission.row_version != expected_version:
         raise StaleSubmission
 
@@ -525,16 +544,23 @@ def assign(
 def add_note(
     session: Session, keyring: Keyring, submission: Submission, text: str, *, author: User
 ) -> Note:
-    """Seal a note onto the submission; audited with the note's id, never its text."""
+    """Seal a note onto the submission; audited with the note's id, never its text.
+
+    Sealed before any lock is taken (CPU only), then, in the lock order: the key row, the
+    audit head, the submission row. The row is re-read under its lock, so a note racing the
+    patient's withdrawal is either in before the shred (which deletes it) or refused with
+    :class:`SubmissionGone`; migration 0006 refuses it in the database too.
+    """
     text = text.strip()
     if not text or len(text) > MAX_NOTE_LENGTH:
         raise InvalidNote
     if submission.shredded_at is not None:
-        raise SubmissionGone(submission.reference)
+        raise SubmissionGone(submission.reference)  # as loaded: no need to seal anything
     note = Note(id=uuid7(), submission_id=submission.id, author_id=author.id, created_at=utcnow())
     payload = json.dumps({"text": text}, ensure_ascii=False).encode("utf-8")
     blob = keyring.seal(payload, binding=note.seal_binding())
-    claim_for_sealing(session, blob.key_id)  # lock order: the key row, then the audit head
+    claim_for_sealing(session, blob.key_id)
+    _lock_live(session, submission)
     note.key_id, note.wrapped_key, note.sealed_payload = (
         blob.key_id,
         blob.wrapped_key,
@@ -592,23 +618,69 @@ def export_count(session: Session, filters: Filters, now: datetime) -> int:
     return int(session.scalar(query) or 0)
 
 
+@dataclass(frozen=True)
+class Disclosure:
+    """An export, as its per-submission audit rows name it."""
+
+    event_id: int  # the export's ``submissions.exported`` row
+    reason: str
+    actor: str
+
+
+def export_filter_details(filters: Filters) -> dict[str, audit.DetailValue]:
+    """Every filter of an export, as audit codes (None where unset).
+
+    None of them is PHI: codes, dates, an assignee's user ref, a reference code, a source slug. A
+    typed source that is not code-shaped (spaces, ``~``, long) is recorded as the start of its
+    SHA-256 instead, which still tells which stored source it selected. Email search is not
+    an export filter (it is a POST of its own, audited with a count only).
+    """
+    assignee = filters.assignee
+    details: dict[str, audit.DetailValue] = {
+        "status": filters.status,
+        "cancer_type": filters.cancer_type,
+        "age_band": filters.age_band,
+        "received_from": filters.received_from.isoformat() if filters.received_from else None,
+        "received_to": filters.received_to.isoformat() if filters.received_to else None,
+        "assignee": f"user:{assignee}" if assignee and assignee != "none" else assignee,
+        "reference": filters.reference,
+        "source": filters.source,
+    }
+    source = filters.source
+    if source is not None and not (
+        len(source) <= audit.MAX_DETAIL_LENGTH and audit.DETAIL_TEXT.fullmatch(source)
+    ):
+        details["source"] = None
+        details["source_sha256"] = hashlib.sha256(source.encode("utf-8")).hexdigest()[:32]
+    return details
+
+
 def record_export(
     session: Session, filters: Filters, *, reason: str, rows: int, actor: str
-) -> None:
-    """Audit an export before any row leaves; the caller commits, then streams."""
+) -> Disclosure:
+    """Audit an export (reason, row count, every filter) before any row leaves; the caller
+    commits, then streams, recording each batch's submissions with :func:`record_disclosed`."""
     if reason not in EXPORT_REASONS:
         raise TriageError("Choose why you are exporting these submissions.")
-    audit.record(
+    event_id = audit.record(
         session,
         actor=actor,
         action="submissions.exported",
-        details={
-            "reason": reason,
-            "rows": rows,
-            "status": filters.status,
-            "cancer_type": filters.cancer_type,
-            "age_band": filters.age_band,
-        },
+        details={"reason": reason, "rows": rows, **export_filter_details(filters)},
+    )
+    return Disclosure(event_id, reason, actor)
+
+
+def record_disclosed(session: Session, disclosure: Disclosure, references: Sequence[str]) -> None:
+    """A ``submission.exported`` row per reference about to be sent (the accounting of
+    disclosures: each submission's history names the export). The caller commits before
+    sending them."""
+    audit.record_each(
+        session,
+        actor=disclosure.actor,
+        action="submission.exported",
+        targets=references,
+        details={"export": disclosure.event_id, "reason": disclosure.reason},
     )
 
 
@@ -654,6 +726,19 @@ def iter_export_batches(
     memory stays constant however many rows there are. On PostgreSQL the next batch is read
     while this one is opened (:func:`~intake.database.read_ahead`).
     """
+    for rows in iter_export_sealed_batches(session, filters, now, batch=batch):
+        yield open_export_batch(keyring, rows)
+
+
+def open_export_batch(keyring: Keyring, rows: Sequence[Row[Any]]) -> list[list[Any]]:
+    """A batch of :func:`iter_export_sealed_batches`, opened: CSV values per row."""
+    return [_export_row(keyring, row) for row in rows]
+
+
+def iter_export_sealed_batches(
+    session: Session, filters: Filters, now: datetime, *, batch: int = 500
+) -> Iterator[Sequence[Row[Any]]]:
+    """:func:`iter_export_batches` before opening: the rows as read (``.reference`` each)."""
     first = _export_query(filters, now).limit(batch)
     rest = first.where(_export_after())  # built once; each batch binds its position
     connection = session.connection()  # Core rows: no ORM wrapping of each row
@@ -663,8 +748,7 @@ def iter_export_batches(
         # Not on SQLite, which reads in this process: a second thread there only contends
         # for the GIL (measured at 100k rows: PostgreSQL 0.64x -> 0.72x, SQLite 0.71x -> 0.66x).
         batches = read_ahead(batches)
-    for rows in batches:
-        yield [_export_row(keyring, row) for row in rows]
+    yield from batches
 
 
 def _export_row_batches(

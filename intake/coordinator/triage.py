@@ -121,6 +121,7 @@ def submission_detail(reference: str) -> ResponseReturnValue:
         emails=triage.staff_emails(session),
         duplicates=triage.duplicates(session, submission),
         history=triage.history(session, submission),
+        event_summary=triage.event_summary,
         **_filter_choices(),
     )
 
@@ -159,15 +160,20 @@ def _expected_version() -> int:
     return int(raw)
 
 
-def _act(reference: str, action: Callable[[Submission], str]) -> ResponseReturnValue:
+GONE = "This submission was withdrawn; nothing can be changed."
+NOTE_GONE = "This submission was withdrawn, so your note was not saved: nothing can be added."
+
+
+def _act(
+    reference: str, action: Callable[[Submission], str], *, gone: str = GONE
+) -> ResponseReturnValue:
     """Run one action on the submission, commit it, or show why it was refused."""
     submission = _submission_or_404(reference)
     try:
         message = action(submission)
     except (triage.StaleSubmission, triage.IllegalTransition, SubmissionGone) as error:
         db.session.rollback()
-        gone = isinstance(error, SubmissionGone)
-        text = "This submission was withdrawn; nothing can be changed." if gone else str(error)
+        text = gone if isinstance(error, SubmissionGone) else str(error)
         return _refused(reference, text, 409)
     except triage.TriageError as error:
         db.session.rollback()
@@ -230,4 +236,4 @@ def submission_note(reference: str) -> ResponseReturnValue:
         triage.add_note(db.session(), current_keyring(), submission, text, author=_user())
         return "Note added."
 
-    return _act(reference, add)
+    return _act(reference, add, gone=NOTE_GONE)

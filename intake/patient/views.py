@@ -32,7 +32,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, TooManyReq
 from werkzeug.wrappers import Response as BaseResponse
 
 from intake import consent
-from intake.database import checkpoint
+from intake.database import checkpoint, retry_transient
 from intake.extensions import db, limiter
 from intake.keys import current_keyring
 from intake.models import utcnow
@@ -93,7 +93,20 @@ def _switching_language() -> bool:
 submit_limit = limiter.shared_limit(
     _submit_limit, scope="submit", methods=["POST"], exempt_when=_switching_language
 )
-withdraw_limit = limiter.limit(_withdraw_limit, methods=["POST"], exempt_when=_switching_language)
+
+
+def _counts_against_the_client(response: BaseResponse) -> bool:
+    """A 503 is our failure, not the client's try: it must not use up their limit (a patient
+    who met an outage could otherwise be locked out of withdrawing for the hour)."""
+    return response.status_code != 503
+
+
+withdraw_limit = limiter.limit(
+    _withdraw_limit,
+    methods=["POST"],
+    exempt_when=_switching_language,
+    deduct_when=_counts_against_the_client,
+)
 
 
 # ---------------------------------------------------------------------------- the form
@@ -369,19 +382,32 @@ def withdraw() -> Any:
     if errors:
         return render_template("patient/withdraw.html", form=form, errors=errors), 422
     try:
-        withdraw_submission(db.session(), current_keyring(), reference, code)
-    except WithdrawalRefused:
-        db.session.commit()  # the refusal's audit row
-        return render_template("patient/withdraw.html", form=form, refused=True, errors={}), 422
+        withdrawn = retry_transient(db.session(), lambda: _withdraw_and_commit(reference, code))
     except (SQLAlchemyError, SealingError) as error:
         db.session.rollback()
         log.error("could not withdraw a submission: %s", type(error).__name__)
         return render_template(
             "patient/withdraw.html", form=form, errors={}, note=NOTES["unavailable"]
         ), 503
-    db.session.commit()
+    if not withdrawn:
+        return render_template("patient/withdraw.html", form=form, refused=True, errors={}), 422
     _checkpoint_after_response()
     return redirect(url_for("patient.withdrawn", lang=str(get_locale())), code=303)
+
+
+def _withdraw_and_commit(reference: str, code: str) -> bool:
+    """One attempt: shred and commit (True), or commit the refusal's audit row (False).
+
+    A deadlock or serialization failure (a coordinator's write meeting the shred) is retried
+    whole by :func:`retry_transient`: the patient gets the answer, never a 503 for it.
+    """
+    try:
+        withdraw_submission(db.session(), current_keyring(), reference, code)
+    except WithdrawalRefused:
+        db.session.commit()  # the refusal's audit row
+        return False
+    db.session.commit()
+    return True
 
 
 def _checkpoint_after_response() -> None:
