@@ -355,9 +355,13 @@ def rotate(
     while True:
         result = rewrap_batch(session, keyring, batch_size, after=cursor)
         cursor = result.cursor
-        for row in result.failed:
-            audit.record(session, actor=actor, action="keys.rewrap_failed", target=row.binding)
-        commit()
+        commit()  # the moves, and the batch's row locks, end before the audit head is taken
+        if result.failed:
+            # Its own transaction: the head after the submission rows would break the lock
+            # order (intake.audit) and could deadlock with a withdrawal.
+            for row in result.failed:
+                audit.record(session, actor=actor, action="keys.rewrap_failed", target=row.binding)
+            commit()
         total += result.rewrapped
         failed.extend(result.failed)
         on_batch(result.rewrapped + len(result.failed))
