@@ -726,7 +726,10 @@ def test_a_wrong_code_after_someone_else_enrolled_shows_no_secret(
     password_step(slow, staff.email, staff.password)
     slow.get("/coordinator/login/enrol")
     token = csrf_token(slow, "/coordinator/login/enrol")
-    login(quick, staff)  # enrols with a secret of its own
+    password_step(quick, staff.email, staff.password)  # enrols with a secret of its own
+    read_enrolment_secret(quick, staff)
+    enrolled = code_step(quick, next_code(staff), "/coordinator/login/enrol")
+    assert enrolled.headers["Location"] == "/coordinator/login/new-password"
     response = slow.post("/coordinator/login/enrol", data={"csrf_token": token, "code": "000000"})
     body = response.get_data(as_text=True)
     assert response.status_code == 303 and "<svg" not in body
