@@ -41,6 +41,7 @@ from bench.scale import (
     add_instance_options,
     each_instance,
     machine_record,
+    sign_in_directly,
     write_results,
 )
 
@@ -67,14 +68,10 @@ class Probe:
             user = db.session.scalars(
                 select(User).where(User.email == "bench-coordinator-1@example.org")
             ).one()
-            self.user_id, self.version = user.id, user.session_version
+            self.user_id = user.id
             db.session.remove()
         self.client = self.app.test_client()
-        now = int(time.time())
-        with self.client.session_transaction("/coordinator/") as session:
-            session.update(
-                uid=self.user_id, sv=self.version, nonce="bench", login_at=now, seen_at=now
-            )
+        sign_in_directly(self.app, self.client, self.user_id)
 
     def get(self, path: str) -> tuple[float, int, str]:
         before = self.statements

@@ -38,6 +38,7 @@ from bench.scale import (
     add_instance_options,
     each_instance,
     machine_record,
+    sign_in_directly,
     write_results,
 )
 
@@ -71,7 +72,7 @@ def child(config: dict[str, Any], seconds: float) -> dict[str, Any]:
         binding = row.seal_binding()
         admin = db.session.scalars(select(User).where(User.role == "admin")).first()
         assert admin is not None, "dev init makes the demo admin"
-        uid, version = admin.id, admin.session_version
+        uid = admin.id
         db.session.remove()
     for _ in range(50):
         keyring.open(blob, binding=binding)
@@ -85,9 +86,7 @@ def child(config: dict[str, Any], seconds: float) -> dict[str, Any]:
     rss_before = vm_hwm_kib()
 
     client = app.test_client()
-    now = int(time.time())
-    with client.session_transaction("/coordinator/") as session:
-        session.update(uid=uid, sv=version, nonce="bench", login_at=now, seen_at=now)
+    sign_in_directly(app, client, uid)
     page = client.get("/coordinator/?cancer_type=merkel").get_data(as_text=True)
     match = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert match, "no CSRF token on the list page"

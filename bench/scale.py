@@ -235,3 +235,23 @@ def write_results(name: str, report: dict[str, Any]) -> Path:
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"written to {path.relative_to(ROOT)}")
     return path
+
+
+def sign_in_directly(app: Any, client: Any, user_id: int) -> None:
+    """Give a test client a staff session of ``user_id`` as a real sign-in leaves it (a row of
+    ``staff_sessions`` and the cookie), skipping the password and code pages, which are not
+    what these benchmarks measure."""
+    from intake import staff_sessions
+    from intake.extensions import db
+    from intake.models import User
+
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        assert user is not None
+        token = staff_sessions.open_session(db.session(), user, user_agent="bench", address="")
+        db.session.commit()
+        version = user.session_version
+        db.session.remove()
+    now = int(time.time())
+    with client.session_transaction("/coordinator/") as session:
+        session.update(uid=user_id, sv=version, sid=token, nonce="bench", login_at=now, seen_at=now)
