@@ -122,6 +122,7 @@ def prepare(
     if reuse and marker.exists() and instance.url is None:
         recorded = json.loads(marker.read_text())
         if recorded.get("rows") == instance.rows:
+            instance.flask("db", "upgrade")  # a reused instance gets the newest schema
             return instance
     if instance.url is None and instance.folder.parent.exists():
         shutil.rmtree(instance.folder.parent)

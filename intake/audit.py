@@ -42,7 +42,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,49 +209,26 @@ def record(
 ) -> int:
     """Append one event in the caller's transaction; its id. Details are ids and codes, never
     PHI."""
-    return record_each(session, actor=actor, action=action, targets=[target], details=details)
-
-
-def record_each(
-    session: Session,
-    *,
-    actor: str,
-    action: str,
-    targets: Sequence[str | None],
-    details: Mapping[str, DetailValue] | None = None,
-) -> int:
-    """Append one event per target, alike but for the target, in the caller's transaction;
-    the last one's id (0 for no targets).
-
-    One head lock, one multi-row INSERT and one head update for them all: an export records
-    a row per submission it discloses, a batch at a time, at a fraction of a row's open cost.
-    """
     serialized = _serialize_details(details)
     head = lock_head(session)
-    if not targets:
-        return head.last_event_id
-    event_id, prev_hash, occurred_at = head.last_event_id, head.last_hash, utcnow()
-    rows = []
-    for target in targets:
-        event_id += 1
-        content = canonical_content(event_id, occurred_at, actor, action, target, serialized)
-        event_hash = chain_hash(prev_hash, content)
-        rows.append(
-            {
-                "id": event_id,
-                "occurred_at": occurred_at,
-                "actor": actor,
-                "action": action,
-                "target": target,
-                "details": serialized,
-                "prev_hash": prev_hash,
-                "hash": event_hash,
-            }
-        )
-        prev_hash = event_hash
+    event_id, occurred_at = head.last_event_id + 1, utcnow()
+    content = canonical_content(event_id, occurred_at, actor, action, target, serialized)
+    event_hash = chain_hash(head.last_hash, content)
     connection = session.connection()
-    connection.execute(_ADD_EVENT, rows[0] if len(rows) == 1 else rows)  # one: no executemany
-    connection.execute(_MOVE_HEAD, {"event_id": event_id, "event_hash": prev_hash})
+    connection.execute(
+        _ADD_EVENT,
+        {
+            "id": event_id,
+            "occurred_at": occurred_at,
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "details": serialized,
+            "prev_hash": head.last_hash,
+            "hash": event_hash,
+        },
+    )
+    connection.execute(_MOVE_HEAD, {"event_id": event_id, "event_hash": event_hash})
     return event_id
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from intake import accounts, audit, retention
+from intake import accounts, audit, retention, triage
 from intake import keys as key_service
 from intake.config import DEV_SECRET_PREFIX, INSTANCE_CONFIG_FILE, is_production
 from intake.database import checkpoint, read_only
@@ -223,7 +223,15 @@ def audit_verify() -> None:
             f"anchors: {len(anchors) - len(forged)} of {len(anchors)} hold; newest: row "
             f"{newest.event_id} at {newest.anchored_at}"
         )
-    if not report.ok or forged:
+    broken_disclosures = triage.verify_disclosures(session())
+    if broken_disclosures:
+        click.echo(
+            f"disclosures: BROKEN for audit rows {broken_disclosures}: the submissions listed "
+            "for these export batches no longer match what their audit rows recorded"
+        )
+    else:
+        click.echo("disclosures: every export batch lists the submissions its audit row recorded")
+    if not report.ok or forged or broken_disclosures:
         sys.exit(1)
 
 

@@ -187,6 +187,24 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 
+class DisclosedSubmission(Base):
+    """A submission an export sent: the accounting of disclosures, one small row each.
+
+    ``event_id`` is that batch's ``submissions.disclosed`` audit row, whose details hold the
+    SHA-256 of the batch's references, so the chain vouches for these rows
+    (``triage.verify_disclosures``) without an audit row per submission. Keyed by the
+    submission first: its history reads one index range.
+    """
+
+    __tablename__ = "disclosures"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    submission_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("submissions.id"), primary_key=True)
+    # No foreign key: the audit table's own guards (append-only, no TRUNCATE) must stay the
+    # first thing any change to it meets; an id naming no batch row is reported by the check.
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
 class AuditHead(Base):
     """The chain's tip, locked by each writer so concurrent appends cannot fork the chain."""
 

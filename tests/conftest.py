@@ -40,6 +40,7 @@ TABLES = (
     "audit_events",
     "audit_head",
     "staff_sessions",
+    "disclosures",
     "users",
     "login_throttles",
 )

@@ -76,9 +76,10 @@ def test_verify_cli_prints_ok(app: Flask, runner: FlaskCliRunner) -> None:
     assert result.output.startswith("OK: 3 audit rows, chain intact, head ")
     with app.app_context():
         head = db.session.scalars(select(AuditEvent.hash).order_by(AuditEvent.id.desc())).first()
-    first, second = result.output.strip().splitlines()
+    first, second, third = result.output.strip().splitlines()
     assert first.endswith(str(head))
     assert second.startswith("anchors: none in ")  # no anchor file yet: said, not failed
+    assert third.startswith("disclosures: every export batch lists")
 
 
 def test_database_refuses_updates_and_deletes(app: Flask) -> None:

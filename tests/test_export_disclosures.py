@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from intake.coordinator import export as export_view
 from intake.extensions import db
 from intake.keys import current_keyring
-from intake.models import AuditEvent, Submission
+from intake.models import AuditEvent, DisclosedSubmission, Submission
+from intake.triage import references_digest, verify_disclosures
 from tests.factories import StaffAccount, csrf_token, make_submission, personal
 
 JANUARY = datetime(2026, 1, 10, 12, tzinfo=UTC)
@@ -43,6 +44,18 @@ def events(app: Flask, action: str, target: str | None = None) -> list[dict[str,
             {"id": e.id, "actor": e.actor, "target": e.target, **json.loads(e.details)}
             for e in db.session.scalars(query.order_by(AuditEvent.id))
         ]
+
+
+def disclosed(app: Flask, reference: str | None = None) -> list[str]:
+    """The references the accounting of disclosures lists, batch by batch."""
+    with app.app_context():
+        query = select(Submission.reference).join(
+            DisclosedSubmission, DisclosedSubmission.submission_id == Submission.id
+        )
+        if reference is not None:
+            query = query.where(Submission.reference == reference)
+        order = (DisclosedSubmission.event_id, Submission.reference)
+        return list(db.session.scalars(query.order_by(*order)))
 
 
 @pytest.fixture
@@ -96,17 +109,17 @@ def test_an_export_audits_its_filter_and_each_submission_it_disclosed(
     unset = {"status", "cancer_type", "age_band", "source", "assignee", "reference"}
     unset |= {"received_from", "received_to"}
     assert all(created[name] is None for name in unset - set(expected))  # every filter, always
-    disclosed = events(app, "submission.exported")
-    assert disclosed == [
-        {
-            "id": disclosed[0]["id"],
-            "actor": admin.ref,
-            "target": picked,
-            "export": created["id"],
-            "reason": "irb_report",
-        }
-    ]
-    assert events(app, "submission.exported", other) == []
+    [batch] = events(app, "submissions.disclosed")
+    assert batch == {
+        "id": batch["id"],
+        "actor": admin.ref,
+        "target": None,
+        "export": created["id"],
+        "reason": "irb_report",
+        "count": 1,
+        "references_sha256": references_digest([picked]),
+    }
+    assert disclosed(app) == [picked] and disclosed(app, other) == []
 
 
 def test_the_detail_page_history_lists_the_exports_of_that_submission(
@@ -130,7 +143,7 @@ def test_a_submission_never_exported_has_no_export_in_its_history(
     export(admin_client, reason="other", reference=picked).get_data()
     page = admin_client.get(f"/coordinator/submissions/{other}").get_data(as_text=True)
     assert "exported (" not in page
-    assert [e["target"] for e in events(app, "submission.exported")] == [picked]
+    assert disclosed(app) == [picked]
 
 
 def test_export_audit_details_hold_no_phi(
@@ -155,7 +168,7 @@ def test_export_audit_details_hold_no_phi(
         )
     for value in (*personal("PICKED").values(), *personal("OTHER").values(), typed_source):
         assert value not in trail
-    assert events(app, "submission.exported", picked)  # the second export disclosed it
+    assert disclosed(app, picked)  # the second export disclosed it
 
 
 def test_each_batch_is_recorded_before_it_is_sent(
@@ -168,13 +181,46 @@ def test_each_batch_is_recorded_before_it_is_sent(
     response = export(admin_client, reason="quality_review")
     chunks = response.iter_encoded()
     assert next(chunks).startswith("\ufeffreference,".encode())  # the header: no PHI
-    assert events(app, "submission.exported") == []
+    assert disclosed(app) == []
     sent: list[str] = []
     for expected in (2, 4):
         chunk = next(chunks).decode()
         sent += [reference for reference in references if reference in chunk]
-        recorded = [e["target"] for e in events(app, "submission.exported")]
+        recorded = disclosed(app)
         assert len(recorded) == expected and sorted(recorded) == sorted(sent)
     response.close()  # the download is cancelled before the last batch
-    assert len(events(app, "submission.exported")) == 4
+    assert len(disclosed(app)) == 4 and len(events(app, "submissions.disclosed")) == 2
     assert events(app, "submissions.exported")[0]["rows"] == 5
+
+
+def test_the_chain_vouches_for_the_disclosures(
+    app: Flask, admin_client: FlaskClient, two: tuple[str, str]
+) -> None:
+    """Someone who edits ``disclosures`` (hides an export from a patient's history, or pins it
+    on another) breaks the digest its batch's audit row holds."""
+    picked, other = two
+    export(admin_client, reason="irb_report", reference=picked).get_data()
+    export(admin_client, reason="quality_review").get_data()
+    [first, second] = [e["id"] for e in events(app, "submissions.disclosed")]
+    with app.app_context():
+        assert verify_disclosures(db.session()) == []
+        ids = dict(db.session.execute(select(Submission.reference, Submission.id)).all())
+        db.session.execute(
+            update(DisclosedSubmission)
+            .where(DisclosedSubmission.event_id == first)
+            .values(submission_id=ids[other])
+        )
+        db.session.commit()
+        assert verify_disclosures(db.session()) == [first]
+        db.session.execute(
+            delete(DisclosedSubmission).where(
+                DisclosedSubmission.event_id == second,
+                DisclosedSubmission.submission_id == ids[picked],
+            )
+        )
+        db.session.add(DisclosedSubmission(submission_id=ids[picked], event_id=1))
+        db.session.commit()
+        assert verify_disclosures(db.session()) == [1, first, second]
+    result = app.test_cli_runner().invoke(args=["audit", "verify"])
+    assert result.exit_code == 1
+    assert f"disclosures: BROKEN for audit rows {[1, first, second]}" in result.output

