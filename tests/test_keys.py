@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, event, func, select, update
 from sqlalchemy.orm import Session
 
 from intake import keys as key_service
@@ -448,3 +448,49 @@ def test_a_key_rewritten_in_place_is_seen(app: Flask, keys_dir: Path) -> None:
         retire_key_files(keys_dir, old)
         states = {info.key_id: info.active for info in current_keyring().list_keys()}
         assert states[old] is False
+
+
+def test_rotation_never_takes_the_audit_head_after_locking_rows(
+    pg_app: Flask, keys_dir: Path
+) -> None:
+    """The lock order (intake/audit.py): no transaction locks the head after submission rows.
+
+    A rotation batch locks its rows; auditing a damaged one in that same transaction took the
+    head afterwards, and could deadlock with a withdrawal (head, then the row). Traced per
+    transaction from the statements PostgreSQL is sent.
+    """
+    _seed(pg_app, 6)
+    with pg_app.app_context():
+        damaged = db.session.scalars(select(Submission).order_by(Submission.id)).all()[1]
+        assert damaged.wrapped_key is not None
+        damaged.wrapped_key = bytes([damaged.wrapped_key[0] ^ 1]) + damaged.wrapped_key[1:]
+        db.session.commit()
+        generate_key(keys_dir)
+        trace: list[str] = []
+
+        def statement(*args: Any) -> None:
+            trace.append(args[2])
+
+        def commit(_connection: Any) -> None:
+            trace.append("COMMIT")
+
+        event.listen(db.engine, "before_cursor_execute", statement)
+        event.listen(db.engine, "commit", commit)
+        try:
+            session = Session(db.engine)
+            result = key_service.rotate(
+                session, reload_keyring(), actor="test", commit=session.commit, batch_size=2
+            )
+            session.close()
+        finally:
+            event.remove(db.engine, "before_cursor_execute", statement)
+            event.remove(db.engine, "commit", commit)
+    assert result.failed and len(result.failed) == 1
+    rows_locked = False
+    for sql in trace:
+        if sql == "COMMIT":
+            rows_locked = False
+        elif "FOR UPDATE" in sql and "FROM submissions" in sql:
+            rows_locked = True
+        elif "FOR UPDATE" in sql and "audit_head" in sql:
+            assert not rows_locked, "the audit head was locked after submission rows"
