@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -31,7 +32,7 @@ from typing import NoReturn, cast
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ColumnElement, Table, delete, select, tuple_
+from sqlalchemy import ColumnElement, Table, delete, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from intake import audit, staff_sessions
@@ -44,6 +45,7 @@ ANONYMOUS = "anonymous"
 EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 CODE_SHAPE = re.compile(r"\d{6}")
 TOTP_VALID_WINDOW = 1  # the previous, current and next 30-second step
+THROTTLE_LOCK_ATTEMPTS = 3
 
 # argon2-cffi's defaults are RFC 9106's second recommended profile: argon2id, 3 passes over
 # 64 MiB, 4 lanes, 16-byte salt, 32-byte hash. Hashes record their parameters, so raising
@@ -213,9 +215,24 @@ def start_enrolment(session: Session, user: User) -> None:
     if user.totp_enrolled_at is not None:
         raise AlreadyEnrolled("two-step verification is set up already")
     audit.lock_head(session)
+    replaced = user.totp_secret is not None
     user.totp_secret = pyotp.random_base32()
     user.last_totp_step = None
-    audit.record(session, actor=user.ref, action="users.totp_enrolment_started", target=user.ref)
+    audit.record(
+        session,
+        actor=user.ref,
+        action="users.totp_enrolment_started",
+        target=user.ref,
+        # Another sign-in had started set-up and not finished: two people may hold the
+        # first password. The older set-up page stops working (intake.coordinator.auth).
+        details={"replaced": replaced},
+    )
+
+
+def enrolment_binding(secret: str) -> str:
+    """What a sign-in keeps of the secret it was shown: a later set-up (another sign-in)
+    replaces the secret, and this no longer matches, so its page is never shown the new one."""
+    return hashlib.sha256(f"intake/totp-enrolment|{secret}".encode()).hexdigest()[:32]
 
 
 def change_password(
@@ -387,7 +404,14 @@ def _accept_code(
     if locked.last_totp_step is not None and step <= locked.last_totp_step:
         _fail(session, guard, keys, now, locked, reason="totp_replay")
     locked.last_totp_step = step
-    session.execute(delete(LoginThrottle).where(_throttle_row("account", keys["account"])))
+    # Reset in place, never delete: another attempt may be waiting for this very row's lock,
+    # and a deleted row would let it through uncounted.
+    session.execute(
+        update(LoginThrottle)
+        .where(_throttle_row("account", keys["account"]))
+        .values(failures=0, locked_until=None, window_start=now)
+        .execution_options(synchronize_session=False)
+    )
     return locked
 
 
@@ -424,17 +448,23 @@ def _lock_throttles(
     missing (a new row counts nothing) and locked in one order, account then address.
     Unknown emails lock exactly like real ones, so a lockout reveals nothing either.
     """
-    for scope, key in keys.items():
-        insert_unless_taken(
-            session, _THROTTLES, {"scope": scope, "key": key, "window_start": now, "failures": 0}
-        )
-    rows = session.scalars(
-        select(LoginThrottle)
-        .where(_throttle_row("account", keys["account"]) | _throttle_row("ip", keys["ip"]))
-        .order_by(LoginThrottle.scope, LoginThrottle.key)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
+    rows: Sequence[LoginThrottle] = ()
+    for _attempt in range(THROTTLE_LOCK_ATTEMPTS):
+        for scope, key in keys.items():
+            row = {"scope": scope, "key": key, "window_start": now, "failures": 0}
+            insert_unless_taken(session, _THROTTLES, row)
+        rows = session.scalars(
+            select(LoginThrottle)
+            .where(_throttle_row("account", keys["account"]) | _throttle_row("ip", keys["ip"]))
+            .order_by(LoginThrottle.scope, LoginThrottle.key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+        if len(rows) == len(keys):
+            break
+        # Pruned by another attempt between the insert and the lock: make it again.
+    else:
+        raise LoginThrottled(now + timedelta(seconds=1))  # never judge an uncounted attempt
     until = max(
         (row.locked_until for row in rows if row.locked_until and row.locked_until > now),
         default=None,

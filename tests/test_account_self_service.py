@@ -217,3 +217,20 @@ def test_a_hostile_user_agent_is_stored_short_and_shown_escaped(app: Flask) -> N
     with app.app_context():
         stored = db.session.scalars(select(StaffSession.user_agent)).one()
     assert len(stored) == staff_sessions.USER_AGENT_LENGTH and "\x00" not in stored
+
+
+def test_a_refused_new_password_still_uses_up_the_code(app: Flask, staff: StaffAccount) -> None:
+    (client,) = devices(app, staff, 1)
+    code = next_code(staff)
+    weak = change(
+        client, current_password=staff.password, code=code, new_password="x", confirm_password="x"
+    )
+    assert weak.status_code == 422
+    assert "at least 12 characters" in weak.get_data(as_text=True)
+    new = "a completely new passphrase"
+    again = change(
+        client, current_password=staff.password, code=code, new_password=new, confirm_password=new
+    )
+    assert again.status_code == 422  # the same code, replayed: refused
+    failed = [e.details for e in audit_rows(app, "auth.login_failed")]
+    assert failed == ['{"reason":"totp_replay"}']

@@ -10,7 +10,7 @@ import pyotp
 import pytest
 from argon2 import PasswordHasher
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from intake import accounts, staff_sessions
 from intake.extensions import db
@@ -510,3 +510,46 @@ def test_reauthentication_counts_failures_towards_the_lockout(ctx: Flask) -> Non
     with pytest.raises(accounts.LoginThrottled):
         reauthenticate(account, STAFF_PASSWORD, code_at(account, now), now)
     assert not audit_rows("auth.reauthenticated")
+
+
+def test_a_throttle_row_deleted_while_an_attempt_waits_is_made_again(pg_app: Flask) -> None:
+    """An attempt waiting for its account row's lock while another deletes it (pruning, say)
+    must still be counted and audited: before, it found the row gone and answered 500."""
+    account = make_user(pg_app)
+    with pg_app.app_context():
+        key = GUARD.digest("account", account.email)
+        sign_in(account.email, STAFF_PASSWORD)  # the account row exists
+        holder = db.session.registry()  # this thread's session: holds the row lock
+        holder.scalars(
+            select(LoginThrottle)
+            .where(LoginThrottle.scope == "account", LoginThrottle.key == key)
+            .with_for_update()
+        ).one()
+        outcome: list[str] = []
+
+        def guess() -> None:
+            with pg_app.app_context():
+                outcome.append(
+                    _outcome(
+                        lambda: accounts.authenticate(
+                            db.session(), account.email, "wrong password here", ip=IP, guard=GUARD
+                        )
+                    )
+                )
+                db.session.remove()
+
+        thread = threading.Thread(target=guess)
+        thread.start()
+        thread.join(timeout=1.0)
+        assert thread.is_alive(), "the guess did not wait for the row lock"
+        holder.execute(
+            delete(LoginThrottle).where(LoginThrottle.scope == "account", LoginThrottle.key == key)
+        )
+        holder.commit()
+        thread.join(timeout=30)
+        assert outcome == ["failed"]
+        row = db.session.scalars(
+            select(LoginThrottle).where(LoginThrottle.scope == "account", LoginThrottle.key == key)
+        ).one()
+        assert row.failures == 1
+        assert [e.details for e in audit_rows("auth.login_failed")] == ['{"reason":"password"}']

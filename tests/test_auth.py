@@ -713,9 +713,34 @@ def test_the_secret_is_made_at_first_enrolment_not_at_creation(
     fresh = read_enrolment_secret(second, staff)
     assert fresh != scanned_early
     early = StaffAccount(staff.id, staff.email, staff.role, staff.password, scanned_early)
-    assert code_step(first, next_code(early), "/coordinator/login/enrol").status_code == 422
+    token = csrf_token(first, "/coordinator/login")
+    stale = first.post(
+        "/coordinator/login/enrol", data={"csrf_token": token, "code": next_code(early)}
+    )
+    assert stale.status_code == 303 and stale.headers["Location"] == "/coordinator/login"
+    assert "started again from another sign-in" in first.get("/coordinator/login").get_data(
+        as_text=True
+    )
     assert code_step(second, next_code(staff), "/coordinator/login/enrol").status_code == 303
-    assert actions(app).count("users.totp_enrolment_started") == 2
+    started = [e.details for e in audit_rows(app) if e.action == "users.totp_enrolment_started"]
+    assert started == ['{"replaced":false}', '{"replaced":true}']
+
+
+def test_a_set_up_page_never_shows_the_key_another_sign_in_made(
+    app: Flask, staff: StaffAccount
+) -> None:
+    """Whoever also holds the first password opens set-up first; the owner's set-up replaces the
+    key. A reload of the first page must not show the owner's key (the takeover in review)."""
+    creator, owner = app.test_client(), app.test_client()
+    password_step(creator, staff.email, staff.password)
+    creators_key = read_enrolment_secret(creator, staff)
+    password_step(owner, staff.email, staff.password)
+    owners_key = read_enrolment_secret(owner, staff)
+    reload = creator.get("/coordinator/login/enrol")
+    body = reload.get_data(as_text=True)
+    assert reload.status_code == 303 and owners_key not in body.replace(" ", "")
+    assert creators_key != owners_key
+    assert code_step(owner, next_code(staff), "/coordinator/login/enrol").status_code == 303
 
 
 def test_a_wrong_code_after_someone_else_enrolled_shows_no_secret(

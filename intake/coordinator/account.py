@@ -83,6 +83,7 @@ def change_password_submit() -> ResponseReturnValue:
     except accounts.AuthenticationFailed:
         db.session.commit()
         return _change_password_page([("current_password", f"{WRONG_PASSWORD} {BAD_CODE}")])
+    db.session.commit()  # the code is used up, whatever happens to the new password
     try:
         accounts.change_password(
             db.session(), user, new_password, actor=user.ref, keep=live.token_hash

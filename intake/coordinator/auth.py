@@ -457,7 +457,8 @@ def verify() -> ResponseReturnValue:
 def enrol() -> ResponseReturnValue:
     """Enrolment for an account with no second factor: its secret is made here, once a sign-in.
 
-    Reloading the page shows the same secret; a new sign-in makes a new one.
+    Reloading the page shows the same secret; a new sign-in makes a new one, and from then on
+    this sign-in's page shows nothing (it must start again).
     """
     user = _pending_user()
     if user is None:
@@ -467,14 +468,29 @@ def enrol() -> ResponseReturnValue:
     if not session["pending"].get("enrolling"):
         accounts.start_enrolment(db.session(), user)
         db.session.commit()
-        _update_pending(enrolling=True)
+        assert user.totp_secret is not None  # nosec B101  # type narrowing: just made
+        _update_pending(enrolling=accounts.enrolment_binding(user.totp_secret))
     return _enrol_page(user)
 
 
+def _own_enrolment(user: User) -> bool:
+    """The secret on the account is the one this sign-in made (not enrolled, not replaced)."""
+    made = session["pending"].get("enrolling")
+    return (
+        user.totp_enrolled_at is None
+        and user.totp_secret is not None
+        and made == accounts.enrolment_binding(user.totp_secret)
+    )
+
+
 def _enrol_page(user: User, status: int = 200, **context: Any) -> ResponseReturnValue:
-    """The QR code and key, only for an account that has not enrolled and only to its owner."""
-    if user.totp_enrolled_at is not None or user.totp_secret is None:
+    """The QR code and key, only for an account that has not enrolled and only to the sign-in
+    that made the key."""
+    if user.totp_enrolled_at is not None:
         return redirect(url_for("coordinator.verify"), 303)
+    if not _own_enrolment(user):
+        return _enrolment_replaced()
+    assert user.totp_secret is not None  # nosec B101  # type narrowing: _own_enrolment
     uri = accounts.provisioning_uri(user, issuer=totp_issuer())
     page = render_template(
         "coordinator/enrol.html",
@@ -507,7 +523,20 @@ def enrol_submit() -> ResponseReturnValue:
         return redirect(url_for("coordinator.verify"), 303)  # never the secret, never a guess
     if not session["pending"].get("enrolling"):
         return redirect(url_for("coordinator.enrol"), 303)
+    if not _own_enrolment(user):
+        return _enrolment_replaced()
     return _second_factor(user, enrolling=True)
+
+
+def _enrolment_replaced() -> WerkzeugResponse:
+    """Another sign-in started set-up since this one: its key replaced ours; start again."""
+    session.pop("pending", None)
+    flash(
+        "Two-step set-up was started again from another sign-in, so the key you were shown no "
+        "longer works. Sign in again. If that was not you, tell an administrator.",
+        "error",
+    )
+    return redirect(url_for("coordinator.login"), 303)
 
 
 def _second_factor(user: User, *, enrolling: bool) -> ResponseReturnValue:

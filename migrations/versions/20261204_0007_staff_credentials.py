@@ -6,8 +6,10 @@ a forced password change, and server-side staff sessions the owner can list and 
   that have not enrolled yet were shown to their creator: they are cleared, and a fresh one is
   made at the owner's next sign-in.
 - ``users.password_change_required``: new accounts choose their own password at first sign-in.
-  Existing accounts are not forced (their owners may have changed it outside the product); an
-  admin can reset an account to force it.
+  Every existing account is forced too: before this revision no one could change their own
+  password, so each is still the one its creator chose (and the creator was shown its TOTP
+  secret). After the owner's next sign-in the creator no longer knows the password; an admin
+  should then reset two-step verification of those accounts (docs/operations.md).
 - ``staff_sessions``: one row per signed-in session (SHA-256 of the cookie's token).
 
 Revision ID: 0007
@@ -46,6 +48,7 @@ def upgrade() -> None:
             "password_change_required", existing_type=sa.Boolean(), server_default=None
         )
     op.execute("UPDATE users SET totp_secret = NULL WHERE totp_enrolled_at IS NULL")
+    op.execute("UPDATE users SET password_change_required = true")
     op.create_table(
         "staff_sessions",
         sa.Column("id", sa.Uuid(), nullable=False),
