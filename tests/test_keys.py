@@ -415,16 +415,21 @@ def test_withdrawal_of_a_row_rotated_since_it_was_loaded(pg_app: Flask, keys_dir
         assert submission.row_version == 3  # stored, rotated, shredded: nothing lost
 
 
+def _damage(app: Flask, index: int) -> tuple[str | None, str]:
+    """Flip a bit of the wrapped key of the ``index``-th submission; its key id and binding."""
+    with app.app_context():
+        damaged = db.session.scalars(select(Submission).order_by(Submission.id)).all()[index]
+        assert damaged.wrapped_key is not None
+        damaged.wrapped_key = bytes([damaged.wrapped_key[0] ^ 1]) + damaged.wrapped_key[1:]
+        db.session.commit()
+        return damaged.key_id, damaged.seal_binding()
+
+
 def test_a_damaged_row_does_not_stop_the_rotation(
     app: Flask, runner: FlaskCliRunner, keys_dir: Path
 ) -> None:
     _seed(app, 12)
-    with app.app_context():
-        damaged = db.session.scalars(select(Submission).order_by(Submission.id)).all()[3]
-        assert damaged.wrapped_key is not None
-        damaged.wrapped_key = bytes([damaged.wrapped_key[0] ^ 1]) + damaged.wrapped_key[1:]
-        db.session.commit()
-        old_key, binding = damaged.key_id, damaged.seal_binding()
+    old_key, binding = _damage(app, 3)
     result = runner.invoke(args=["keys", "rotate", "--new-key", "--batch-size", "2"])
     assert result.exit_code == 1
     assert f"could not open {binding}" in result.output
@@ -460,11 +465,8 @@ def test_rotation_never_takes_the_audit_head_after_locking_rows(
     transaction from the statements PostgreSQL is sent.
     """
     _seed(pg_app, 6)
+    _damage(pg_app, 1)
     with pg_app.app_context():
-        damaged = db.session.scalars(select(Submission).order_by(Submission.id)).all()[1]
-        assert damaged.wrapped_key is not None
-        damaged.wrapped_key = bytes([damaged.wrapped_key[0] ^ 1]) + damaged.wrapped_key[1:]
-        db.session.commit()
         generate_key(keys_dir)
         trace: list[str] = []
 
