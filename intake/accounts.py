@@ -252,8 +252,7 @@ def change_password(
     user.password_hash = _hasher.hash(new_password)
     user.password_change_required = False
     user.password_changed_at = utcnow()
-    staff_sessions.end_all(session, user, keep=keep)
-    user.session_version += 1
+    _end_every_session(session, user, keep=keep)
     audit.record(
         session,
         actor=actor,
@@ -263,9 +262,10 @@ def change_password(
     )
 
 
-def _end_every_session(session: Session, user: User) -> None:
+def _end_every_session(session: Session, user: User, *, keep: str | None = None) -> None:
+    """Every cookie of the user stops working (version) and every row ends, but ``keep``'s."""
     user.session_version += 1
-    staff_sessions.end_all(session, user)
+    staff_sessions.end_all(session, user, keep=keep)
 
 
 def totp_issuer(organization: str) -> str:

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
 from intake import audit
@@ -156,20 +156,7 @@ def live_sessions(
 def end_one(session: Session, user: User, session_id: uuid.UUID, *, actor: str) -> None:
     """End one of the user's own sessions (another device); raise if it is not live."""
     audit.lock_head(session)
-    ended = (
-        session.connection()
-        .execute(
-            update(StaffSession)
-            .where(
-                StaffSession.id == session_id,
-                StaffSession.user_id == user.id,
-                StaffSession.ended_at.is_(None),
-            )
-            .values(ended_at=utcnow())
-        )
-        .rowcount
-    )
-    if not ended:
+    if not _end(session, user, StaffSession.id == session_id):
         raise SessionNotFound("that session has ended already")
     audit.record(
         session,
@@ -196,11 +183,16 @@ def end_others(session: Session, user: User, *, keep: str, actor: str) -> int:
 
 def end_all(session: Session, user: User, *, keep: str | None = None) -> int:
     """Mark the user's live sessions ended (all, or all but ``keep``); not audited here."""
+    if keep is None:
+        return _end(session, user)
+    return _end(session, user, StaffSession.token_hash != keep)
+
+
+def _end(session: Session, user: User, *which: ColumnElement[bool]) -> int:
+    """Mark the user's live sessions that match ``which`` ended; how many were."""
     statement = (
         update(StaffSession)
-        .where(StaffSession.user_id == user.id, StaffSession.ended_at.is_(None))
+        .where(StaffSession.user_id == user.id, StaffSession.ended_at.is_(None), *which)
         .values(ended_at=utcnow())
     )
-    if keep is not None:
-        statement = statement.where(StaffSession.token_hash != keep)
     return int(session.connection().execute(statement).rowcount)

@@ -298,10 +298,10 @@ def _resume_session() -> None:
 
 
 def _expiry(now: int) -> str | None:
-    config = current_app.config
-    if now - int(session.get("seen_at", 0)) > config["SESSION_IDLE_MINUTES"] * 60:
+    limits = session_limits()  # the same limits "Your sessions" lists live sessions by
+    if now - int(session.get("seen_at", 0)) > limits.idle.total_seconds():
         return "idle"
-    if now - int(session.get("login_at", 0)) > config["SESSION_MAX_HOURS"] * 3600:
+    if now - int(session.get("login_at", 0)) > limits.lifetime.total_seconds():
         return "absolute"
     return None
 
